@@ -1,0 +1,57 @@
+"""Sessions: `nox -s port-cpu [-- MANIFEST] [--component NAME]`, `port-metal`, `port-cuda`, `tests`."""
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests"]
+
+TORCH = "torch==2.13.0"  # the CPU build; installed first so that nothing else brings a CUDA torch
+TVM = "apache-tvm==0.27.0.post1"
+# sam3 0.1.4's own requirements (and those it imports without declaring: psutil, pillow), minus torch/torchvision.
+SAM3_DEPS = ["numpy>=1.26,<2.4", "tqdm>=4.66,<4.68", "ftfy>=6.1.1,<6.4", "regex>=2025.11.3",
+             "iopath>=0.1.10,<0.2", "typing_extensions>=4.8,<4.16", "huggingface-hub>=0.30,<2.0",
+             "einops>=0.8,<0.9", "pycocotools>=2.0.10,<2.1", "psutil", "pillow", "safetensors", "pyyaml"]
+NO_DEPS = ["sam3==0.1.4", "timm==1.0.31", "open_clip_torch==3.3.0"]  # each would pull torch + torchvision
+
+
+def install(session: nox.Session) -> None:
+    session.install(TORCH)
+    session.install(TVM, *SAM3_DEPS, "jsonschema", "jinja2")
+    session.install("--no-deps", *NO_DEPS)
+    session.install("--no-deps", "-e", ".")
+    session.run("python", "-c", "import torch, sys; v = torch.__version__; print('torch', v); "
+                "sys.exit(0 if v.startswith('2.13.0') and not torch.version.cuda else 'a CUDA torch was installed')",
+                silent=False)
+
+
+def port(session: nox.Session, target: str) -> None:
+    install(session)
+    args = session.posargs if any(a.endswith(".yaml") for a in session.posargs) else \
+        ["manifests/sam3-image.yaml", *session.posargs]
+    session.run("python", "-m", "sam3spec", "port", "--target", target, *args)
+
+
+@nox.session(name="port-cpu")
+def port_cpu(session: nox.Session) -> None:
+    """Port a manifest to the CPU (LLVM) and verify every component against PyTorch."""
+    port(session, "cpu")
+
+
+@nox.session(name="port-metal")
+def port_metal(session: nox.Session) -> None:
+    """Compile for Apple GPUs (Metal); verification runs only where a Metal device exists."""
+    port(session, "metal")
+
+
+@nox.session(name="port-cuda")
+def port_cuda(session: nox.Session) -> None:
+    """Compile for NVIDIA GPUs (CUDA, no Triton/FlashAttention); verification runs only where a GPU exists."""
+    port(session, "cuda")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, including the tiny manifest through the whole real pipeline."""
+    install(session)
+    session.install("pytest")
+    session.run("pytest", "-q", *session.posargs)

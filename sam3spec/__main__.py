@@ -1,0 +1,5 @@
+import sys
+
+from sam3spec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Named compile pipelines that manifests' targets name: `module:pipeline(target, dynamic_shapes) -> Pass`."""

@@ -1,0 +1,82 @@
+"""Step 2: turn a validated manifest into a plan: concrete shapes, per-output tolerances, and the files
+each component and target needs (generated scripts and build directories)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sam3spec.manifest import Manifest
+
+STEPS = ("export", "compile", "verify")
+
+
+@dataclass
+class ComponentPlan:
+    name: str
+    adapter: str
+    inputs: list[dict]                 # shape entries are ints, or names of dynamic dims
+    outputs: list[str]
+    tolerances: dict[str, dict]        # output name -> {atol, rtol}, before any target scale
+    dims: dict[str, dict]              # dynamic dims this component uses -> {min, max, example}
+    targets: list[str]
+
+
+@dataclass
+class Plan:
+    manifest: str                      # manifest path relative to the repository root
+    name: str
+    seed: int
+    model: dict                        # model section plus the substitutions, as the runtime takes it
+    converters: dict[str, str]
+    targets: dict[str, dict]
+    components: list[ComponentPlan] = field(default_factory=list)
+
+    def generated_dir(self, root: Path) -> Path:
+        return root / "generated" / self.name
+
+    def build_dir(self, root: Path, target: str) -> Path:
+        return root / "build" / self.name / target
+
+    @property
+    def manifest_dir(self) -> str:
+        return os.path.dirname(self.manifest) or "."
+
+    def scaled_tolerances(self, component: ComponentPlan, target: str) -> dict[str, dict]:
+        """The component's tolerances times the target's tolerance_scale (1 when absent)."""
+        scale = self.targets[target].get("tolerance_scale", 1)
+        return {name: {k: v * scale for k, v in tol.items()} for name, tol in component.tolerances.items()}
+
+
+def make(manifest: Manifest, root: Path) -> Plan:
+    data = manifest.data
+    sizes = data.get("sizes", {})
+    dims = {d["name"]: {k: d[k] for k in ("min", "max", "example")} for d in data.get("dims", [])}
+    default_tol = data.get("tolerance", {"atol": 1e-4, "rtol": 1e-4})
+    plan = Plan(
+        manifest=os.path.relpath(manifest.path.resolve(), root.resolve()),
+        name=data["name"],
+        seed=data["model"]["weights"]["seed"],
+        model={**data["model"], "substitutions": data.get("substitutions", [])},
+        converters={c["op"]: c["with"] for c in data.get("converters", [])},
+        targets={t["name"]: t for t in data["targets"]},
+    )
+    for comp in data["components"]:
+        inputs = []
+        for inp in comp["inputs"]:
+            shape = [sizes.get(s, s) if isinstance(s, str) else s for s in inp["shape"]]
+            inputs.append({**inp, "shape": shape})
+        used = {s for i in inputs for s in i["shape"] if isinstance(s, str)}
+        tol = comp.get("tolerance", default_tol)
+        plan.components.append(ComponentPlan(
+            name=comp["name"],
+            adapter=comp["adapter"],
+            inputs=inputs,
+            outputs=[o["name"] for o in comp["outputs"]],
+            tolerances={o["name"]: {"atol": o.get("atol", tol["atol"]), "rtol": o.get("rtol", tol["rtol"])}
+                        for o in comp["outputs"]},
+            dims={name: dims[name] for name in dims if name in used},
+            targets=comp.get("targets", list(plan.targets)),
+        ))
+    return plan

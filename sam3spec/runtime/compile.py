@@ -1,0 +1,42 @@
+"""Compile one exported component with TVM: Relax import (with the manifest's converters), the named
+pipeline, and a library with the weights kept as inputs (saved beside it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sam3spec.runtime.artifacts import atomic_path, progress, step
+from sam3spec.runtime.resolve import resolve
+
+LIBRARY_FILE = {"llvm": "lib.so", "cuda": "lib.so", "metal": "lib.tar"}
+
+
+def run(*, component: str, target: dict, pipeline: str, converters: dict[str, str], dynamic: bool,
+        out_dir: str) -> None:
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    out = Path(out_dir)
+    with step(out, "compile") as result:
+        program = torch.export.load(out / "program.pt2")
+        progress(f"{component}: importing into Relax")
+        mod = from_exported_program(program, keep_params_as_input=True, run_ep_decomposition=False,
+                                    custom_convert_map={op: resolve(fn) for op, fn in converters.items()})
+        mod, params = relax.frontend.detach_params(mod)
+        del program
+        with atomic_path(out / "relax.py") as tmp:
+            tmp.write_text(mod.script(show_meta=False))
+        with atomic_path(out / "params.bin") as tmp:
+            tmp.write_bytes(tvm.runtime.save_param_dict({f"p{i}": p for i, p in enumerate(params["main"])}))
+        tvm_target = tvm.target.Target(target)
+        progress(f"{component}: compiling for {target['kind']} with {pipeline}")
+        executable = tvm.compile(mod, target=tvm_target,
+                                 relax_pipeline=resolve(pipeline)(tvm_target, dynamic_shapes=dynamic))
+        with atomic_path(out / LIBRARY_FILE[target["kind"]]) as tmp:
+            executable.export_library(str(tmp))
+        result["library"] = LIBRARY_FILE[target["kind"]]
+        result["num_params"] = len(params["main"])
+        progress(f"{component}: compiled")

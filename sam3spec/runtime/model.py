@@ -1,0 +1,82 @@
+"""Build the whole model the manifest describes: seeded random weights, constructor overrides, checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+from sam3spec.runtime.artifacts import progress
+from sam3spec.runtime.resolve import resolve, setattr_dotted
+
+
+@contextlib.contextmanager
+def constructor_overrides(overrides: dict[str, dict]):
+    """While active, `module:Class` names build with the given keyword arguments forced.
+
+    The class is wrapped where the builder looks it up (its own module and every loaded module that
+    imported it by name), so the real class, with the real code, is what gets built.
+    """
+    import sys
+
+    patched = []
+    try:
+        for dotted, forced in overrides.items():
+            cls = resolve(dotted)
+
+            def make(*args, __cls=cls, __forced=dict(forced), **kwargs):
+                kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in __forced.items()})
+                return __cls(*args, **kwargs)
+
+            functools.update_wrapper(make, cls, updated=())
+            for module in list(sys.modules.values()):
+                for name, value in list(getattr(module, "__dict__", {}).items()):
+                    if value is cls and module.__name__.startswith(dotted.split(".")[0]):
+                        setattr(module, name, make)
+                        patched.append((module, name, cls))
+        yield
+    finally:
+        for module, name, cls in patched:
+            setattr(module, name, cls)
+
+
+def checkpoint_path(weights: dict, manifest_dir: Path) -> Path | None:
+    """The checkpoint to load: the environment variable named by the manifest wins, then the manifest."""
+    env = weights.get("checkpoint_env")
+    if env and os.environ.get(env):
+        path = Path(os.environ[env])
+    elif weights.get("checkpoint"):
+        path = manifest_dir / weights["checkpoint"]
+    else:
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (from {'$' + env if env and os.environ.get(env) else 'the manifest'})")
+    return path
+
+
+def build(model: dict, manifest_dir: Path) -> torch.nn.Module:
+    """Build the full model on CPU in eval mode, with the manifest's seed, overrides and weights."""
+    torch.manual_seed(model["weights"]["seed"])
+    kwargs = dict(model.get("builder_args", {}))
+    vocab = model.get("vocabulary")
+    if vocab:
+        package_dir = importlib.util.find_spec(vocab["package"]).submodule_search_locations[0]
+        kwargs[vocab["argument"]] = str(Path(package_dir) / vocab["file"])
+    progress(f"building {model['builder']} ({model['package']} {model['version']})")
+    builder = resolve(model["builder"])
+    with constructor_overrides(model.get("overrides", {})):
+        net = builder(**kwargs)
+    # Parameters the package creates with torch.empty and leaves to the checkpoint: seeded normal values.
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for name, std in model["weights"].get("initialise", {}).items():
+            params[name].normal_(0.0, std)
+    ckpt = checkpoint_path(model["weights"], manifest_dir)
+    if ckpt is not None:
+        progress(f"loading checkpoint {ckpt}")
+        resolve(model["weights"]["loader"])(net, str(ckpt))
+    return net.eval()
