@@ -10,14 +10,14 @@ import jinja2
 from sam3spec.plan import Plan
 
 
-def py(value, indent: int = 0) -> str:
+def py(value, indent: int = 0, width: int = 100) -> str:
     """A Python literal for plain data (str, int, float, bool, None, list, dict); anything else is refused."""
     if isinstance(value, (dict, list, tuple)):
         for item in (value.items() if isinstance(value, dict) else enumerate(value)):
             py(item[0]), py(item[1])
     elif not isinstance(value, (str, int, float, bool, type(None))):
         raise TypeError(f"cannot render {type(value).__name__} as a literal")
-    text = pprint.pformat(value, width=100 - indent, sort_dicts=False)
+    text = pprint.pformat(value, width=width - indent, sort_dicts=False)
     return text.replace("\n", "\n" + " " * indent)
 
 

@@ -179,24 +179,25 @@ class _VitTrunk(_Adapter):
 
 def vit_trunk(model) -> nn.Module:
     """image [1,3,S,S] float32 (normalised to [-1,1]) -> trunk features [1,1024,F,F]."""
-    return _VitTrunk(model, ["backbone.vision_backbone.trunk"]).train(model.training)
+    return _VitTrunk(model, ["backbone.vision_backbone.trunk"])
 
 
 class _Neck(_Adapter):
     def __init__(self, model):
         neck = model.backbone.vision_backbone
-        self.num_levels = len(neck.convs) - model.backbone.scalp
-        self.with_sam2 = neck.sam2_convs is not None and model.inst_interactive_predictor is not None
-        mounts = [f"backbone.vision_backbone.convs.{i}" for i in range(self.num_levels)]
+        num_levels = len(neck.convs) - model.backbone.scalp
+        with_sam2 = neck.sam2_convs is not None and model.inst_interactive_predictor is not None
+        mounts = [f"backbone.vision_backbone.convs.{i}" for i in range(num_levels)]
         mounts.append("backbone.vision_backbone.position_encoding")
-        if self.with_sam2:
-            mounts += [f"backbone.vision_backbone.sam2_convs.{i}" for i in range(self.num_levels)]
+        if with_sam2:
+            mounts += [f"backbone.vision_backbone.sam2_convs.{i}" for i in range(num_levels)]
             mounts += [
                 "inst_interactive_predictor.model.sam_mask_decoder.conv_s0",
                 "inst_interactive_predictor.model.sam_mask_decoder.conv_s1",
             ]
         _warm_posenc_cache(model)
         super().__init__(model, mounts)
+        self.num_levels, self.with_sam2 = num_levels, with_sam2
 
     def forward(self, x: Tensor):
         # Sam3DualViTDetNeck.forward after the trunk, SAM3VLBackbone scalp, Sam3Processor.set_image
@@ -258,8 +259,8 @@ def text_encoder(model) -> nn.Module:
 
 class _GeometryEncoder(_Adapter):
     def __init__(self, model):
-        self.feat = feat_size(model)
         super().__init__(model, ["geometry_encoder"])
+        self.feat = feat_size(model)
 
     def forward(self, img_feats, img_pos, text_memory, text_mask, boxes, box_labels, box_mask, points,
                 point_labels, point_mask):
@@ -301,8 +302,8 @@ def geometry_encoder(model) -> nn.Module:
 
 class _FusionEncoder(_Adapter):
     def __init__(self, model):
-        self.feat = feat_size(model)
         super().__init__(model, ["transformer.encoder"])
+        self.feat = feat_size(model)
 
     def forward(self, img_feats, img_pos, prompt, prompt_mask):
         # Sam3Image._run_encoder
@@ -327,9 +328,9 @@ def fusion_encoder(model) -> nn.Module:
 
 class _Decoder(_Adapter):
     def __init__(self, model):
+        super().__init__(model, ["transformer.decoder"])
         self.feat = feat_size(model)
         assert model.transformer.decoder.compilable_stored_size in (None, (self.feat, self.feat))
-        super().__init__(model, ["transformer.decoder"])
 
     def forward(self, memory, memory_pos, prompt, prompt_mask):
         dec = self.transformer.decoder
@@ -439,7 +440,6 @@ def sam_prompt_encoder(model) -> nn.Module:
 
 class _SamMaskDecoder(_Adapter):
     def __init__(self, model):
-        self.feat = feat_size(model)
         super().__init__(
             model,
             [
@@ -449,6 +449,7 @@ class _SamMaskDecoder(_Adapter):
             ],
             ["inst_interactive_predictor.model.sam_prompt_encoder.image_embedding_size"],
         )
+        self.feat = feat_size(model)
 
     def forward(self, image_embed, high_res_0, high_res_1, sparse, dense):
         from sam3.sam.prompt_encoder import PromptEncoder
@@ -709,25 +710,19 @@ def bpe_path() -> str:
 
 @contextlib.contextmanager
 def _build_time_patches(overrides: Optional[dict]):
-    """CPU build: drop the two hardcoded device="cuda" (position_encoding.py:47, decoder.py:281) and apply
-    constructor overrides to the classes sam3.model_builder imports by name. Everything is restored."""
+    """CPU build: the build-phase substitutions of sam3spec.substitutes.build_on_cpu (the two hardcoded
+    device="cuda", position_encoding.py:47 and decoder.py:281) and constructor overrides on the classes
+    sam3.model_builder imports by name. Everything is restored afterwards."""
     import importlib
 
     import sam3.model_builder as mb
     from sam3.model.decoder import TransformerDecoder
+    from sam3.model.position_encoding import PositionEmbeddingSine
+    from sam3spec.substitutes import build_on_cpu
 
-    saved_mb, saved_zeros = {}, torch.zeros
+    saved_init = PositionEmbeddingSine.__dict__["__init__"]
     saved_coords = TransformerDecoder.__dict__["_get_coords"]
-
-    def zeros(*args, **kwargs):
-        if kwargs.get("device") == "cuda" and not torch.cuda.is_available():
-            kwargs["device"] = "cpu"
-        return saved_zeros(*args, **kwargs)
-
-    def get_coords(H, W, device):
-        if str(device) == "cuda" and not torch.cuda.is_available():
-            device = "cpu"
-        return saved_coords.__func__(H, W, device)
+    saved_mb = {}
 
     def wrap(cls, kw):
         def make_instance(*args, **kwargs):
@@ -736,19 +731,20 @@ def _build_time_patches(overrides: Optional[dict]):
         return make_instance
 
     try:
-        torch.zeros = zeros
-        TransformerDecoder._get_coords = staticmethod(get_coords)
+        PositionEmbeddingSine.__init__ = build_on_cpu.position_encoding_init
+        TransformerDecoder._get_coords = build_on_cpu.decoder_get_coords
         for key, kw in (overrides or {}).items():
             module, _, name = key.partition(":")
             cls = getattr(importlib.import_module(module), name)
             hits = [n for n, v in vars(mb).items() if v is cls]
             assert hits, f"{key} is not imported by sam3.model_builder"
+            kw = {k: tuple(v) if k == "global_att_blocks" else v for k, v in kw.items()}
             for n in hits:
                 saved_mb[n] = cls
-                setattr(mb, n, wrap(cls, {k: tuple(v) if isinstance(v, list) and k == "global_att_blocks" else v for k, v in kw.items()}))
+                setattr(mb, n, wrap(cls, kw))
         yield
     finally:
-        torch.zeros = saved_zeros
+        PositionEmbeddingSine.__init__ = saved_init
         TransformerDecoder._get_coords = saved_coords
         for n, cls in saved_mb.items():
             setattr(mb, n, cls)

@@ -7,10 +7,10 @@ def _compare(op):
     def convert(node, importer):
         lhs, rhs = importer.retrieve_args(node)
         bb = importer.block_builder
-        if lhs.struct_info.dtype == "bool":
+        if lhs.ty.dtype == "bool":
             lhs = bb.emit(relax.op.astype(lhs, "int32"))
             return bb.emit(op(lhs, relax.const(int(rhs), "int32")))
-        return bb.emit(op(lhs, relax.const(rhs, lhs.struct_info.dtype)))
+        return bb.emit(op(lhs, relax.const(rhs, lhs.ty.dtype)))
 
     return convert
 

@@ -10,6 +10,6 @@ def cat_promote(node, importer):
     dtype = str(node.meta["val"].dtype).replace("torch.", "") if "val" in node.meta else None
     bb = importer.block_builder
     if dtype is not None:
-        tensors = [t if t.struct_info.dtype == dtype else bb.emit(relax.op.astype(t, dtype)) for t in tensors]
+        tensors = [t if t.ty.dtype == dtype else bb.emit(relax.op.astype(t, dtype)) for t in tensors]
     return bb.emit(relax.op.concat(tensors, axis=axis))
 

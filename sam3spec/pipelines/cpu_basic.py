@@ -76,6 +76,10 @@ ROW_TILE = 4
 MIN_PARALLEL_EXTENT = 2048
 
 _get_sblock_realize = tvm.get_global_func("s_tir.schedule.GetSBlockRealize")
+# apache-tvm 0.27 moved TIR expression nodes into tvm.ir (BufferLoad -> TensorLoad)
+_TensorLoad = tvm.ir.expr.TensorLoad
+_Call = tvm.ir.expr.Call
+_Expr = tvm.ir.expr.Expr
 
 
 # ----------------------------------------------------------------------------
@@ -93,15 +97,34 @@ def _is_spatial_block(sch: Schedule, block: SBlockRV) -> bool:
     return all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(block).iter_vars)
 
 
-def _vars_in(expr) -> set:
-    found = set()
+def _vars_in(expr) -> list:
+    """Free variables of a TIR expression."""
+    return list(tirx.analysis.undefined_vars(expr))
 
-    def _visit(node):
-        if isinstance(node, tirx.Var):
-            found.add(node)
 
-    tirx.stmt_functor.post_order_visit(expr, _visit)
-    return found
+def _uses_var(expr, var) -> bool:
+    return any(v.same_as(var) for v in _vars_in(expr))
+
+
+_CHILD_FIELDS = ("a", "b", "value", "condition", "true_value", "false_value", "base", "stride")
+
+
+def _collect_loads(expr, out: list) -> None:
+    """Append every buffer load inside a TIR expression (the wheel has no Python
+    TIR visitor; loads are ``tvm.ir.expr.TensorLoad`` with ``.source``/``.indices``)."""
+    if isinstance(expr, _TensorLoad):
+        out.append(expr)
+        for idx in expr.indices:
+            _collect_loads(idx, out)
+        return
+    if isinstance(expr, _Call):
+        for arg in expr.args:
+            _collect_loads(arg, out)
+        return
+    for field in _CHILD_FIELDS:
+        child = getattr(expr, field, None)
+        if isinstance(child, _Expr):
+            _collect_loads(child, out)
 
 
 class _Iter:
@@ -287,7 +310,7 @@ def rule_reduction(sch: Schedule, block: SBlockRV) -> bool:
 def _index_class(indices, var) -> str:
     """How a buffer access depends on iter `var`: 'none', 'contig', 'strided',
     'plain' (only as a whole non-last index of a plain-var access), 'bad'."""
-    uses = [i for i, idx in enumerate(indices) if var in _vars_in(idx)]
+    uses = [i for i, idx in enumerate(indices) if _uses_var(idx, var)]
     if not uses:
         return "none"
     last = len(indices) - 1
@@ -297,36 +320,34 @@ def _index_class(indices, var) -> str:
             return "contig"
         # affine in var with coefficient 1 (e.g. x + rx for a stride-1 conv)?
         try:
-            coeff = tvm.arith.detect_linear_equation(idx, [var])
+            coeff = tvm.sym.detect_linear_equation(idx, [var])
         except Exception:  # pylint: disable=broad-except
             coeff = []
         if len(coeff) == 2 and _const(coeff[0]) == 1:
             return "contig"
         return "strided"
     if len(uses) == 1 and all(isinstance(i, tirx.Var) for i in indices):
-        if len({id(i) for i in indices}) == len(indices):
+        if not any(a.same_as(b) for n, a in enumerate(indices) for b in indices[n + 1 :]):
             return "plain"
     return "bad"
 
 
 def _reads_of(sch: Schedule, block: SBlockRV):
-    """(read index in block.reads, buffer, indices) for each input of the block
-    (excluding the accumulator itself)."""
+    """[(read index in block.reads, buffer, indices)] for every input of a
+    single-store reduction block (excluding the accumulator), or None."""
     stmt = sch.get(block)
-    out_bufs = {w.buffer for w in stmt.writes}
-    loads = {}
-
-    def _visit(node):
-        if isinstance(node, tirx.BufferLoad) and node.buffer not in out_bufs:
-            loads.setdefault(node.buffer, []).append(list(node.indices))
-
-    tirx.stmt_functor.post_order_visit(stmt.body, _visit)
+    body = stmt.body
+    if not isinstance(body, tirx.BufferStore) or len(stmt.writes) != 1:
+        return None
+    out_buf = stmt.writes[0].source
+    loads: list = []
+    _collect_loads(body.value, loads)
     result = []
     for ridx, region in enumerate(stmt.reads):
-        buf = region.buffer
-        if buf in out_bufs:
+        buf = region.source
+        if buf.same_as(out_buf):
             continue
-        accesses = loads.get(buf)
+        accesses = [list(ld.indices) for ld in loads if ld.source.same_as(buf)]
         if not accesses:
             return None
         # all loads of one buffer must agree (a*a is fine, a[i]+a[i+1] is not)
@@ -397,7 +418,7 @@ def rule_contraction(sch: Schedule, block: SBlockRV) -> bool:  # pylint: disable
     b_side = [idx for (_, _, idx), c in zip(reads, j_classes) if c != "none"]
 
     def _uses(idx_list, var):
-        return any(var in _vars_in(e) for e in idx_list)
+        return any(_uses_var(e, var) for e in idx_list)
 
     i_it = None
     i_key = None
@@ -458,18 +479,19 @@ def rule_contraction(sch: Schedule, block: SBlockRV) -> bool:  # pylint: disable
         except Exception:  # pylint: disable=broad-except
             pass
     sch.reverse_compute_at(wb, outer[-1], preserve_unit_loops=True)
-    init = sch.decompose_reduction(block, r_loops[0])
-
+    _vectorize_innermost(sch, wb)
+    # annotate before decompose_reduction: afterwards the update block is no
+    # longer a "reduction block" and vectorize() refuses it
     if i_inner is not None:
         sch.unroll(i_inner)
     sch.vectorize(j_inner)
-    _vectorize_innermost(sch, init)
-    _vectorize_innermost(sch, wb)
-
     outer_ext = [it.extent for it in others] + [j_it.const // vj if j_it.const % vj == 0 else None]
     if i_outer is not None:
         outer_ext.append(None)
     _parallel_outer(sch, outer, outer_ext)
+    # last: after decomposition the update block is no longer a "reduction block"
+    # and loop annotations (parallel/vectorize) are refused
+    sch.decompose_reduction(block, r_loops[0])
     return True
 
 
@@ -513,6 +535,10 @@ def schedule_prim_func(func: tirx.PrimFunc, stats: dict | None = None) -> tirx.P
         if len(set(names)) != len(names):
             return func
         for name in names:
+            try:
+                sch.get_sblock(name)
+            except Exception:  # pylint: disable=broad-except
+                continue  # inlined into an earlier block's schedule (epilogue)
             trial = sch.copy()
             try:
                 kind = _schedule_block(trial, name)
