@@ -52,6 +52,12 @@ MODEL = {'package': 'sam3',
                     'when': 'build',
                     'reason': 'decoder.py:281 builds the box-RPB coordinate cache on '
                               'device="cuda".'},
+                   {'name': 'pin_memory_cpu',
+                    'replace': 'torch:Tensor.pin_memory',
+                    'with': 'sam3spec.substitutes.pin_memory_cpu:pin_memory',
+                    'when': 'build',
+                    'reason': 'geometry_encoders.py:659 pins box prompts, which raises without an '
+                              'accelerator (eager runs too).'},
                    {'name': 'rope_real',
                     'replace': 'sam3.model.vitdet:Attention._apply_rope',
                     'with': 'sam3spec.substitutes.rope_real:apply_rope',
@@ -63,4 +69,16 @@ MODEL = {'package': 'sam3',
                     'with': 'sam3spec.substitutes.posenc_shape_len:encode_xy',
                     'when': 'export',
                     'reason': 'position_encoding.py:54 uses len(x), which pins the number of boxes '
-                              'and points to the example.'}]}
+                              'and points to the example.'},
+                   {'name': 'decoder_static_feat_size',
+                    'replace': 'sam3.model.decoder:TransformerDecoder._get_rpb_matrix',
+                    'with': 'sam3spec.substitutes.decoder_static_feat_size:get_rpb_matrix',
+                    'when': 'export',
+                    'reason': 'decoder.py:339 compares python ints with 0-d tensors from '
+                              'spatial_shapes (GuardOnDataDependentSymNode Eq(u0, 1)).'},
+                   {'name': 'decoder_ffn_no_autocast',
+                    'replace': 'sam3.model.decoder:TransformerDecoderLayer.forward_ffn',
+                    'with': 'sam3spec.substitutes.decoder_ffn_no_autocast:forward_ffn',
+                    'when': 'export',
+                    'reason': 'decoder.py:74 wraps the FFN in autocast(enabled=False), exported as '
+                              'wrap_with_autocast, which TVM cannot import.'}]}

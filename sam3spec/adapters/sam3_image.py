@@ -482,18 +482,22 @@ def sam_mask_decoder(model) -> nn.Module:
 # inputs: names, shapes, dtypes, sampling
 # --------------------------------------------------------------------------------------------------------
 
-# Dynamic dimensions. Export with the example (>= 2, torch.export specialises 0 and 1); `min` is what the
-# exported program accepts (checked: Nb, Np, N down to 1; 0 boxes/points is spelled as one padded box).
+# Dynamic dimensions. Export with the example (>= 2: torch.export specialises 0 and 1). Checked on the
+# tiny variant: the exported geometry encoder reruns bit-equal to eager at Nb, Np = 1 and also at 0 (the
+# processor's text-only prompt has Nb = Np = 0). The manifest schema wants min >= 1: a text-only prompt is
+# then one box and one point with box_mask / point_mask True (padding), which gives the same detections
+# (2.8e-7 max abs on the scores after geometry -> fusion -> decoder -> scoring, tiny variant).
 DIMS = {
     "Nb": {"min": 1, "max": 16, "example": 2, "description": "box prompts"},
-    "Np": {"min": 1, "max": 16, "example": 3, "description": "point prompts (PCS path)"},
-    "L": {"min": 34, "max": 65, "example": 38, "description": "prompt length = T + Np + Nb + 1"},
+    "Np": {"min": 1, "max": 16, "example": 3, "description": "point prompts (PCS path; the processor sends 0)"},
+    "L": {"min": 33, "max": 65, "example": 38, "description": "prompt length = T + Np + Nb + 1"},
     "N": {"min": 1, "max": 16, "example": 3, "description": "SAM clicks (box corners count as 2)"},
 }
 
 # Sampling rules (the manifest's vocabulary): normal(std), uniform(low, high), randint(low, high
 # exclusive), zeros / ones (False / True for bool), boxes_cxcywh (valid boxes inside the unit square),
-# tokens(text). Feature inputs are unit normal; masks are all False (True everywhere would leave attention
+# tokens(text). A `low`/`high` given as a size name ("S") is resolved by input_specs(model, component).
+# Feature inputs are unit normal; masks are all False (True everywhere would leave attention
 # with no valid key: NaN); labels are 0/1.
 _F32, _I64, _I32, _BOOL = "float32", "int64", "int32", "bool"
 _NORMAL = {"kind": "normal", "std": 1.0}

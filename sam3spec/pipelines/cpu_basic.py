@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import tvm
+import tvm_ffi
 from tvm import relax, s_tir, tirx
 from tvm.ir import IRModule
 from tvm.s_tir import Schedule
@@ -68,12 +69,43 @@ __all__ = [
     "rule_spatial",
 ]
 
-# Tile parameters (fp32 lanes). 16 lanes = one AVX-512 register / two AVX2
-# registers; LLVM splits wider-than-native vectors itself.
-VEC_LANES = 16
-ROW_TILE = 4
 # Below this many (constant) iterations a loop nest is not worth a thread launch.
 MIN_PARALLEL_EXTENT = 2048
+
+
+class TileConfig:
+    """Register tile of :func:`rule_contraction` and vector width of the other rules.
+
+    ``vec_lanes`` elements along the vectorised axis x ``row_tile`` rows are
+    accumulated in registers. Measured on a 2-core AVX-512 host (1024x1024x4736
+    fp32 matmul): 16x8 best with AVX-512 codegen (~95 GFLOP/s), 16x4 best for
+    generic x86-64 / SSE codegen (~30 GFLOP/s).
+    """
+
+    def __init__(self, vec_lanes: int = 16, row_tile: int = 4, fuse: bool = True):
+        self.vec_lanes = vec_lanes
+        self.row_tile = row_tile
+        self.fuse = fuse  # False: "safe" retry mode, parallelise outermost loops without fusing
+
+    def safe(self) -> "TileConfig":
+        """The fallback configuration used when a scheduled function fails to lower."""
+        return TileConfig(self.vec_lanes, self.row_tile, fuse=False)
+
+    @staticmethod
+    def for_target(target: tvm.target.Target | None) -> "TileConfig":
+        """Pick tiles from the target's CPU features (AVX-512 -> 16x8, else 16x4)."""
+        try:
+            if target is not None and tvm.target.codegen.target_has_features("avx512f", target):
+                return TileConfig(16, 8)
+        except Exception:  # pylint: disable=broad-except
+            pass
+        return TileConfig(16, 4)
+
+    def __repr__(self) -> str:
+        return f"TileConfig(vec_lanes={self.vec_lanes}, row_tile={self.row_tile}, fuse={self.fuse})"
+
+
+_DEFAULT_CFG = TileConfig()
 
 _get_sblock_realize = tvm.get_global_func("s_tir.schedule.GetSBlockRealize")
 # apache-tvm 0.27 moved TIR expression nodes into tvm.ir (BufferLoad -> TensorLoad)
@@ -181,7 +213,20 @@ def _pick_factor(extent: int, candidates: tuple[int, ...]) -> int | None:
     return None
 
 
-def _lanes_for(extent: int | None, max_lanes: int = VEC_LANES) -> int | None:
+def _tile_size(extent: int | None, want: int, min_exact: int) -> int:
+    """Tile for a loop: the whole loop if it is short, else the largest divisor in
+    [min_exact, want], else `want` (the split then carries a tail predicate)."""
+    if extent is None:
+        return want
+    if extent <= want:
+        return extent
+    for cand in range(want, max(min_exact, 1) - 1, -1):
+        if extent % cand == 0:
+            return cand
+    return want
+
+
+def _lanes_for(extent: int | None, max_lanes: int = 16) -> int | None:
     """Vector width for a constant-extent innermost loop, or None."""
     if extent is None or extent < 2:
         return None
@@ -200,20 +245,35 @@ def _total_const(extents) -> int | None:
     return total
 
 
-def _parallel_outer(sch: Schedule, loops: list[LoopRV], extents) -> LoopRV | None:
-    """Fuse `loops` (a perfectly nested chain) and mark the result parallel."""
+def _parallel_outer(sch: Schedule, loops: list[LoopRV], fuse: bool = True) -> LoopRV | None:
+    """Fuse `loops` (a perfectly nested chain of spatial loops) and mark the result parallel.
+
+    Fusing loops of symbolic extent gives index expressions like
+    ``fused % (n*2+12) // 2`` that later TIR passes cannot prove divisible
+    (InternalError "padding factor ... is not divisible" in the TIR lowering),
+    so: one symbolic loop is moved outermost before fusing (the divisors then
+    stay constant); with two or more, or ``fuse=False``, only the outermost
+    loop is made parallel.
+    """
     if not loops:
         return None
+    extents = [sch.get(lp).extent for lp in loops]
     total = _total_const(extents)
     if total is not None and total < 2:
         return None
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    if total is None or total >= 2:
-        sch.parallel(fused)
+    sym = [i for i, e in enumerate(extents) if _const(e) is None]
+    if not fuse or len(loops) == 1 or len(sym) > 1:
+        sch.parallel(loops[0])
+        return loops[0]
+    if sym and sym[0] != 0:
+        loops = [loops[sym[0]]] + [lp for i, lp in enumerate(loops) if i != sym[0]]
+        sch.reorder(*loops)
+    fused = sch.fuse(*loops)
+    sch.parallel(fused)
     return fused
 
 
-def _vectorize_innermost(sch: Schedule, block: SBlockRV, max_lanes: int = VEC_LANES) -> None:
+def _vectorize_innermost(sch: Schedule, block: SBlockRV, max_lanes: int = 16) -> None:
     loops = sch.get_loops(block)
     if not loops:
         return
@@ -231,61 +291,179 @@ def _vectorize_innermost(sch: Schedule, block: SBlockRV, max_lanes: int = VEC_LA
 # ----------------------------------------------------------------------------
 # rules
 # ----------------------------------------------------------------------------
+_DIV_NODES = (
+    tvm.ir.prim.expr.FloorDiv,
+    tvm.ir.prim.expr.FloorMod,
+    tvm.ir.prim.expr.Div,
+    tvm.ir.prim.expr.Mod,
+)
+
+
+def _has_negative_term(expr) -> bool:
+    """Whether an index expression subtracts a variable term (c - v, v * -1, ...)."""
+    if isinstance(expr, tvm.ir.prim.expr.Sub) and _vars_in(expr.b):
+        return True
+    if isinstance(expr, tvm.ir.prim.expr.Mul):
+        for side in (expr.a, expr.b):
+            if isinstance(side, tirx.IntImm) and side.value < 0:
+                return True
+    return any(
+        isinstance(getattr(expr, f, None), _Expr) and _has_negative_term(getattr(expr, f))
+        for f in ("a", "b")
+    )
+
+
+def _unsafe_index(expr) -> bool:
+    """floordiv/floormod whose dividend has a negative variable term.
+
+    apache-tvm 0.27 miscompiles these: FlattenBuffer's simplifier rewrites
+    ``(6 - v) % 7`` to ``v % -7 * -1`` (drops the constant), so e.g. a flip
+    inlined into a tile/repeat reads the wrong elements.
+    """
+    if isinstance(expr, _DIV_NODES) and _has_negative_term(expr.a):
+        return True
+    if isinstance(expr, _TensorLoad):
+        return any(_unsafe_index(i) for i in expr.indices)
+    if isinstance(expr, _Call):
+        return any(_unsafe_index(a) for a in expr.args)
+    return any(
+        isinstance(getattr(expr, f, None), _Expr) and _unsafe_index(getattr(expr, f))
+        for f in _CHILD_FIELDS
+    )
+
+
+def _block_has_unsafe_index(sch: Schedule, block: SBlockRV) -> bool:
+    body = sch.get(block).body
+    if not isinstance(body, tirx.BufferStore):
+        return True  # not a simple store: do not judge, do not inline into it
+    return _unsafe_index(body.value) or any(_unsafe_index(i) for i in body.indices)
+
+
 def rule_inline(sch: Schedule, root: SBlockRV) -> int:
     """Compute-inline spatial blocks all of whose consumers are spatial blocks.
 
     Producers of reductions (pad, transpose, reshape feeding a matmul/conv)
-    stay materialised so the hot reduction loop keeps simple indexing.
+    stay materialised so the hot reduction loop keeps simple indexing. An
+    inline is also skipped when it would compose index maps into a
+    floordiv/floormod of a negative term (see :func:`_unsafe_index`).
     Returns the number of blocks inlined.
     """
     inlined = 0
+    rejected: set[str] = set()
     progress = True
     while progress:
         progress = False
         for block in sch.get_child_blocks(root):
-            if not _is_spatial_block(sch, block):
+            name = sch.get(block).name_hint
+            if name in rejected or not _is_spatial_block(sch, block):
                 continue
             consumers = sch.get_consumers(block)
             if not consumers or not all(_is_spatial_block(sch, c) for c in consumers):
                 continue
+            consumer_names = [sch.get(c).name_hint for c in consumers]
+            trial = sch.copy()
             try:
-                sch.compute_inline(block)
+                trial.compute_inline(trial.get_sblock(name))
+                unsafe = any(
+                    _block_has_unsafe_index(trial, trial.get_sblock(c)) for c in consumer_names
+                )
             except Exception:  # pylint: disable=broad-except
+                unsafe = True
+            if unsafe:
+                rejected.add(name)
                 continue
+            sch.compute_inline(block)
             inlined += 1
             progress = True
             break
     return inlined
 
 
-def rule_spatial(sch: Schedule, block: SBlockRV) -> bool:
-    """Injective/elementwise block: fuse + parallelise outer loops, vectorise the inner one."""
+def _transpose_pair(sch: Schedule, block: SBlockRV):
+    """(r, w) iters if the block writes along w (innermost loop) but some input is
+    contiguous along another iter r (a transpose / permute_dims), else None."""
+    iters = _trivial_iters(sch, block)
+    stmt = sch.get(block)
+    if not iters or len(stmt.writes) != 1 or not stmt.writes[0].region:
+        return None
+    w_last = stmt.writes[0].region[-1].min
+    w_users = [it for it in iters if _uses_var(w_last, it.var)]
+    if len(w_users) != 1 or w_users[0].pos != len(iters) - 1:
+        return None
+    w_it = w_users[0]
+    if w_it.const is None or w_it.const < 8:
+        return None
+    for region in stmt.reads:
+        if not region.region:
+            continue
+        r_last = region.region[-1].min
+        if not isinstance(r_last, tirx.Var):
+            continue
+        r_it = next((it for it in iters if it.var.same_as(r_last)), None)
+        if r_it is None or r_it is w_it or r_it.const is None or r_it.const < 8:
+            continue
+        return r_it, w_it
+    return None
+
+
+def _rule_transpose(sch: Schedule, block: SBlockRV, cfg: TileConfig) -> bool:
+    """Tile a transpose 16x16 so both the gathered reads and the vector writes stay in L1."""
+    pair = _transpose_pair(sch, block)
+    if pair is None:
+        return False
+    r_it, w_it = pair
+    iters = sorted(_trivial_iters(sch, block), key=lambda it: it.pos)
+    r_it, w_it = iters[r_it.pos], iters[w_it.pos]
+    tile_r = _tile_size(r_it.const, cfg.vec_lanes, cfg.vec_lanes // 2)
+    tile_w = _tile_size(w_it.const, cfg.vec_lanes, cfg.vec_lanes // 2)
+    r_o, r_i = sch.split(r_it.loop, [None, tile_r])
+    w_o, w_i = sch.split(w_it.loop, [None, tile_w])
+    others = [it for it in iters if it is not r_it and it is not w_it]
+    sch.reorder(*[it.loop for it in others], r_o, w_o, r_i, w_i)
+    total = _total_const([it.extent for it in iters])
+    if total is None or total >= MIN_PARALLEL_EXTENT:
+        _parallel_outer(sch, [it.loop for it in others] + [r_o, w_o], cfg.fuse)
+    sch.vectorize(w_i)
+    return True
+
+
+def rule_spatial(sch: Schedule, block: SBlockRV, cfg: TileConfig = _DEFAULT_CFG) -> bool:
+    """Injective/elementwise block: fuse + parallelise outer loops, vectorise the inner one.
+
+    Transposes (an input contiguous along a different axis than the output) are
+    tiled 16x16 first (see :func:`_rule_transpose`).
+    """
     loops = sch.get_loops(block)
     if not loops:
         return False
+    try:
+        trial = sch.copy()
+        if _rule_transpose(trial, trial.get_sblock(sch.get(block).name_hint), cfg):
+            _rule_transpose(sch, block, cfg)
+            return True
+    except Exception:  # pylint: disable=broad-except
+        pass
     extents = [sch.get(lp).extent for lp in loops]
     inner_c = _const(extents[-1])
-    lanes = _lanes_for(inner_c)
+    lanes = _lanes_for(inner_c, cfg.vec_lanes)
     vec_loop = None
     if lanes is not None:
         if lanes == inner_c:
             outer, vec_loop = loops[:-1], loops[-1]
-            outer_ext = extents[:-1]
         else:
             lo, vec_loop = sch.split(loops[-1], [None, lanes])
             outer = loops[:-1] + [lo]
-            outer_ext = extents[:-1] + [inner_c // lanes]
     else:
-        outer, outer_ext = loops, extents
+        outer = loops
     total = _total_const(extents)
     if outer and (total is None or total >= MIN_PARALLEL_EXTENT):
-        _parallel_outer(sch, outer, outer_ext)
+        _parallel_outer(sch, outer, cfg.fuse)
     if vec_loop is not None:
         sch.vectorize(vec_loop)
     return True
 
 
-def rule_reduction(sch: Schedule, block: SBlockRV) -> bool:
+def rule_reduction(sch: Schedule, block: SBlockRV, cfg: TileConfig = _DEFAULT_CFG) -> bool:
     """Generic reduction: spatial loops outermost, fused and parallel; reduction serial."""
     iters = _trivial_iters(sch, block)
     if iters is None:
@@ -303,7 +481,7 @@ def rule_reduction(sch: Schedule, block: SBlockRV) -> bool:
         return True
     total = _total_const([it.extent for it in s_iters])
     if total is None or total >= 64:
-        _parallel_outer(sch, [it.loop for it in s_iters], [it.extent for it in s_iters])
+        _parallel_outer(sch, [it.loop for it in s_iters], cfg.fuse)
     return True
 
 
@@ -354,7 +532,7 @@ def _reads_of(sch: Schedule, block: SBlockRV):
         first = accesses[0]
         for acc in accesses[1:]:
             if len(acc) != len(first) or not all(
-                tvm.ir.structural_equal(a, b) for a, b in zip(acc, first)
+                tvm_ffi.structural_equal(a, b) for a, b in zip(acc, first)
             ):
                 return None
         result.append((ridx, buf, first))
@@ -364,35 +542,53 @@ def _reads_of(sch: Schedule, block: SBlockRV):
 _COST = {"none": 0, "contig": 0, "plain": 1, "strided": 2}
 
 
-def rule_contraction(sch: Schedule, block: SBlockRV) -> bool:  # pylint: disable=too-many-locals,too-many-branches,too-many-statements
-    """Register-tiled reduction (matmul, batch/NT matmul, conv, column sums).
+def _panel_map(
+    ndim: int, jdim: int, rdims: list[int], vj: int, j_extent: int | None
+) -> tirx.IndexMap:
+    """Layout for a packed operand: J split into (J // vj, J % vj); J // vj goes
+    just before the first reduction-indexed dim, J % vj last. E.g. B[k, j] ->
+    B[j // vj, k, j % vj]: one contiguous K x vj panel per output column tile.
+    If vj does not divide J, only move J innermost (B[j, k] -> B[k, j])."""
+    rest = [d for d in range(ndim) if d != jdim]
+    if j_extent is None or j_extent % vj != 0:
+        return tirx.IndexMap.from_func(lambda *ax: [ax[d] for d in rest] + [ax[jdim]], ndim=ndim)
+    first_r = min((rest.index(d) for d in rdims if d in rest), default=len(rest))
 
-    Picks a constant-extent spatial iter J to vectorise (every input that
-    depends on J must be contiguous/strided in J, or a plain-index operand
-    that gets repacked so J is innermost) and, when possible, a second
-    spatial iter I whose inputs do not depend on J (register reuse).
-    Returns False if the block does not fit (then rule_reduction applies).
+    def _fn(*ax):
+        out = [ax[d] for d in rest]
+        out.insert(first_r, ax[jdim] // vj)
+        return out + [ax[jdim] % vj]
+
+    return tirx.IndexMap.from_func(_fn, ndim=ndim)
+
+
+def _contraction_plan(sch: Schedule, block: SBlockRV, cfg: TileConfig):
+    """Choose the axes of :func:`rule_contraction` without touching the schedule.
+
+    Returns None if the block has no usable vector axis, else a dict with
+    ``j`` (vector axis), ``i`` (register-row axis or None), ``classes`` (how
+    each input depends on J), ``reads``, ``s_iters``, ``r_iters``.
     """
     stmt = sch.get(block)
     if len(stmt.writes) != 1 or not _is_reduction_block(sch, block):
-        return False
+        return None
     iters = _trivial_iters(sch, block)
     if iters is None:
-        return False
+        return None
     s_iters = [it for it in iters if it.kind == "S"]
     r_iters = [it for it in iters if it.kind == "R"]
     if not s_iters or not r_iters:
-        return False
+        return None
     reads = _reads_of(sch, block)
     if not reads:
-        return False
+        return None
     write_indices = list(stmt.writes[0].region)
     write_last = write_indices[-1].min if write_indices else None
 
     # --- choose J (vector axis) ---------------------------------------------
     best = None
     for it in s_iters:
-        if it.const is None or it.const < 4:
+        if it.const is not None and it.const < 4:
             continue
         classes = [_index_class(idx, it.var) for _, _, idx in reads]
         if "bad" in classes:
@@ -402,7 +598,8 @@ def rule_contraction(sch: Schedule, block: SBlockRV) -> bool:  # pylint: disable
         has_reuse = any(c == "none" for c in classes)
         if "plain" in classes and not has_reuse:
             continue  # repacking without reuse is just a transpose (softmax rows)
-        cost = max(_COST[c] for c in classes)
+        # symbolic J works (tail predicate, no vectorisation) but any constant J is better
+        cost = max(_COST[c] for c in classes) + (3 if it.const is None else 0)
         is_write_last = write_last is not None and isinstance(write_last, tirx.Var) and (
             write_last.same_as(it.var)
         )
@@ -410,7 +607,7 @@ def rule_contraction(sch: Schedule, block: SBlockRV) -> bool:  # pylint: disable
         if best is None or key < best[0]:
             best = (key, it, classes)
     if best is None:
-        return False
+        return None
     _, j_it, j_classes = best
 
     # --- choose I (register-tile rows) ---------------------------------------
@@ -431,36 +628,66 @@ def rule_contraction(sch: Schedule, block: SBlockRV) -> bool:  # pylint: disable
             continue
         key = (
             0 if (in_a and not in_b) else (1 if in_a else 2),
-            0 if it.const is None or it.const >= ROW_TILE else 1,
+            0 if it.const is None or it.const >= cfg.row_tile else 1,
             -it.pos,
         )
         if i_key is None or key < i_key:
             i_key, i_it = key, it
+    return {
+        "j": j_it,
+        "i": i_it,
+        "classes": j_classes,
+        "reads": reads,
+        "b_side": b_side,
+        "s_iters": s_iters,
+        "r_iters": r_iters,
+    }
 
-    # --- repack inputs whose J dim is not innermost ---------------------------
-    for (ridx, buf, idx), cls in zip(reads, j_classes):
-        if cls != "plain":
+
+def rule_contraction(sch: Schedule, block: SBlockRV, cfg: TileConfig = _DEFAULT_CFG) -> bool:  # pylint: disable=too-many-locals
+    """Register-tiled reduction (matmul, batch/NT matmul, conv, column sums).
+
+    Picks a spatial iter J to vectorise (every input that depends on J must be
+    contiguous/strided in J, or a plain-index operand that gets repacked so J
+    is innermost; constant extents preferred) and, when possible, a second
+    spatial iter I whose inputs do not depend on J (register reuse).
+    Returns False if the block does not fit (then rule_reduction applies).
+    """
+    plan = _contraction_plan(sch, block, cfg)
+    if plan is None:
+        return False
+    j_it, i_it, j_classes = plan["j"], plan["i"], plan["classes"]
+    reads, b_side = plan["reads"], plan["b_side"]
+    s_iters, r_iters = plan["s_iters"], plan["r_iters"]
+
+    # --- repack J-dependent operands into contiguous K x vj panels ------------
+    vj = _tile_size(j_it.const, cfg.vec_lanes, cfg.vec_lanes // 4)
+    r_vars = [it.var for it in r_iters]
+    reuse = _total_const(
+        [it.extent for it in s_iters if not any(_uses_var(e, it.var) for e in b_side[0])]
+    ) if b_side else None
+    for (ridx, _buf, idx), cls in zip(reads, j_classes):
+        if cls == "contig":
+            # already contiguous: repack into panels only if it pays off (plain
+            # indices, vj | J, enough reuse) -- avoids 4 KiB-stride cache aliasing
+            plain = all(isinstance(e, tirx.Var) for e in idx)
+            if not (plain and j_it.const is not None and j_it.const % vj == 0):
+                continue
+            if reuse is not None and reuse < 64:
+                continue
+        elif cls != "plain":
             continue
         jdim = next(d for d, e in enumerate(idx) if e.same_as(j_it.var))
-        ndim = len(idx)
-        order = [d for d in range(ndim) if d != jdim] + [jdim]
+        rdims = [d for d, e in enumerate(idx) if any(e.same_as(v) for v in r_vars)]
         pack = sch.cache_read(block, ridx, "global")
-        sch.transform_layout(
-            block,
-            ("read", ridx),
-            tirx.IndexMap.from_func(lambda *ax, _o=order: [ax[d] for d in _o], ndim=ndim),
-        )
-        rule_spatial(sch, pack)
-        del buf
+        sch.transform_layout(block, ("read", ridx), _panel_map(len(idx), jdim, rdims, vj, j_it.const))
+        rule_spatial(sch, pack, cfg)
 
     # --- tile -----------------------------------------------------------------
     # loop handles are still valid (cache_read/transform_layout do not touch them)
-    vj = _pick_factor(j_it.const, (VEC_LANES, 8, 4)) or j_it.const
-    if vj > 4 * VEC_LANES:
-        vj = VEC_LANES
     j_outer, j_inner = sch.split(j_it.loop, [None, vj])
     if i_it is not None:
-        vi = ROW_TILE if i_it.const is None else (_pick_factor(i_it.const, (ROW_TILE, 3, 2)) or 1)
+        vi = _tile_size(i_it.const, cfg.row_tile, max(cfg.row_tile // 2, 1))
         i_outer, i_inner = sch.split(i_it.loop, [None, vi])
     else:
         i_outer = i_inner = None
@@ -479,16 +706,13 @@ def rule_contraction(sch: Schedule, block: SBlockRV) -> bool:  # pylint: disable
         except Exception:  # pylint: disable=broad-except
             pass
     sch.reverse_compute_at(wb, outer[-1], preserve_unit_loops=True)
-    _vectorize_innermost(sch, wb)
+    _vectorize_innermost(sch, wb, cfg.vec_lanes)
     # annotate before decompose_reduction: afterwards the update block is no
     # longer a "reduction block" and vectorize() refuses it
     if i_inner is not None:
         sch.unroll(i_inner)
     sch.vectorize(j_inner)
-    outer_ext = [it.extent for it in others] + [j_it.const // vj if j_it.const % vj == 0 else None]
-    if i_outer is not None:
-        outer_ext.append(None)
-    _parallel_outer(sch, outer, outer_ext)
+    _parallel_outer(sch, outer, cfg.fuse)
     # last: after decomposition the update block is no longer a "reduction block"
     # and loop annotations (parallel/vectorize) are refused
     sch.decompose_reduction(block, r_loops[0])
@@ -509,22 +733,74 @@ def _root_block(sch: Schedule) -> SBlockRV | None:
     return None
 
 
-def _schedule_block(sch: Schedule, name: str) -> str | None:
+def _schedule_block(sch: Schedule, name: str, cfg: TileConfig) -> str | None:
     block = sch.get_sblock(name)
+    if any(_const(sch.get(lp).extent) == 0 for lp in sch.get_loops(block)):
+        return "empty"  # zero-trip loop nest (e.g. an empty slice): nothing to schedule
     if _is_spatial_block(sch, block):
-        return "spatial" if rule_spatial(sch, block) else None
-    if rule_contraction(sch, block):
+        return "spatial" if rule_spatial(sch, block, cfg) else None
+    if rule_contraction(sch, block, cfg):
         return "contraction"
-    return "reduction" if rule_reduction(sch, block) else None
+    return "reduction" if rule_reduction(sch, block, cfg) else None
 
 
-def schedule_prim_func(func: tirx.PrimFunc, stats: dict | None = None) -> tirx.PrimFunc:
-    """Apply the rules to one PrimFunc. Never raises; returns `func` if unschedulable."""
+def rule_row_reductions(
+    func: tirx.PrimFunc, target: tvm.target.Target | None, cfg: TileConfig = _DEFAULT_CFG
+) -> Schedule | None:
+    """Whole-function rule for softmax / layer_norm / row sums: dlight's CPU
+    ``Reduction`` (all blocks computed per row under one parallel loop,
+    injective blocks vectorised). Only used when no reduction block of the
+    function has a vector axis for :func:`rule_contraction` (dlight would
+    otherwise also claim matmul + epilogue functions). None if it does not apply.
+    """
+    if target is None or target.kind.name != "llvm":
+        return None
+    sch = Schedule(IRModule({"main": func}))
+    root = _root_block(sch)
+    if root is None:
+        return None
+    blocks = sch.get_child_blocks(root)
+    reductions = [b for b in blocks if _is_reduction_block(sch, b)]
+    if not reductions or any(_contraction_plan(sch, b, cfg) is not None for b in reductions):
+        return None
+    from tvm.s_tir.dlight.cpu import Reduction  # pylint: disable=import-outside-toplevel
+
+    with target:
+        result = Reduction().apply(func, target, False)
+    if isinstance(result, list):
+        result = result[0] if result else None
+    return result
+
+
+def schedule_prim_func(
+    func: tirx.PrimFunc,
+    cfg: TileConfig | None = None,
+    stats: dict | None = None,
+    fname: str = "main",
+    target: tvm.target.Target | None = None,
+) -> tirx.PrimFunc:
+    """Apply the rules to one PrimFunc. Never raises; returns `func` if unschedulable.
+
+    ``stats`` (optional dict) counts blocks per rule (``row_reduction``, ``spatial``,
+    ``contraction``, ``reduction``, ``empty``, ``unscheduled``) and lists rule
+    errors under ``errors``. ``target`` enables :func:`rule_row_reductions`.
+    """
+    cfg = cfg or _DEFAULT_CFG
     try:
         sch = Schedule(IRModule({"main": func}))
         root = _root_block(sch)
         if root is None:
             return func
+        try:
+            row = rule_row_reductions(func, target, cfg)
+        except Exception:  # pylint: disable=broad-except
+            logger.debug("cpu_basic: row-reduction rule failed", exc_info=True)
+            row = None
+        if row is not None:
+            if stats is not None:
+                n_blocks = len(sch.get_child_blocks(root))
+                stats["row_reduction"] = stats.get("row_reduction", 0) + n_blocks
+            return row.mod["main"]
         try:
             trial = sch.copy()
             rule_inline(trial, _root_block(trial))
@@ -541,10 +817,15 @@ def schedule_prim_func(func: tirx.PrimFunc, stats: dict | None = None) -> tirx.P
                 continue  # inlined into an earlier block's schedule (epilogue)
             trial = sch.copy()
             try:
-                kind = _schedule_block(trial, name)
+                kind = _schedule_block(trial, name, cfg)
             except Exception as err:  # pylint: disable=broad-except
                 logger.debug("cpu_basic: block %s left unscheduled: %s", name, err)
                 kind = None
+                if stats is not None:
+                    msg = str(err).strip().splitlines()
+                    stats.setdefault("errors", []).append(
+                        f"{fname}/{name}: {type(err).__name__}: {msg[-1] if msg else ''}"
+                    )
             if kind is not None:
                 sch = trial
             if stats is not None:
@@ -560,23 +841,57 @@ def _is_scheduled(func: tirx.PrimFunc) -> bool:
     return attrs is not None and "tirx.is_scheduled" in attrs and bool(attrs["tirx.is_scheduled"])
 
 
-def schedule_pass(target: tvm.target.Target | None = None, stats: dict | None = None):
-    """IRModule pass scheduling every PrimFunc without ``tirx.is_scheduled``."""
+def lowers(func: tirx.PrimFunc, target: tvm.target.Target) -> bool:
+    """Whether `func` gets through the default TIR lowering (no LLVM codegen)."""
+    try:
+        mod = IRModule({"main": func.with_attr("global_symbol", "main")})
+        host = target.host if target.host is not None else target
+        with target:
+            mod = tirx.transform.BindTarget(target.with_host(host))(mod)
+            lower, finalize_host, _ = tirx.get_tir_pipeline("default")
+            finalize_host()(lower(mod))
+        return True
+    except Exception:  # pylint: disable=broad-except
+        logger.debug("cpu_basic: lowering check failed", exc_info=True)
+        return False
+
+
+def schedule_pass(
+    target: tvm.target.Target | None = None, stats: dict | None = None, verify: bool = True
+):
+    """IRModule pass scheduling every PrimFunc without ``tirx.is_scheduled``.
+
+    With ``verify`` (default) every scheduled PrimFunc is run through the TIR
+    lowering passes; if that fails it is rescheduled in safe mode (no loop
+    fusion) and, if that fails too, left unscheduled (stats["fallback"] lists them).
+    """
 
     @tvm.transform.module_pass(opt_level=0, name="CPUBasicSchedule")
     def _pass(mod: IRModule, _ctx) -> IRModule:  # pylint: disable=unused-argument
+        tgt = target or tvm.target.Target.current(allow_none=True)
+        cfg = TileConfig.for_target(tgt)
         updates = {}
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
                 continue
-            new = schedule_prim_func(func, stats)
-            if new is not func:
-                updates[gvar] = new.with_attr("tirx.is_scheduled", True)
+            name = gvar.name_hint
+            new = schedule_prim_func(func, cfg, stats, name, tgt)
+            if new is func:
+                continue
+            if verify and tgt is not None and not lowers(new, tgt):
+                new = schedule_prim_func(func, cfg.safe(), None, name)
+                ok = new is not func and lowers(new, tgt)
+                if stats is not None:
+                    stats.setdefault("fallback", []).append(
+                        f"{name}: {'safe mode' if ok else 'unscheduled'}"
+                    )
+                if not ok:
+                    continue
+            updates[gvar] = new.with_attr("tirx.is_scheduled", True)
         for gvar, func in updates.items():
             mod[gvar] = func
         return mod
 
-    del target
     return _pass
 
 
@@ -584,6 +899,8 @@ def pipeline(
     target: tvm.target.Target,
     dynamic_shapes: bool = False,
     stats: dict | None = None,
+    schedule: bool = True,
+    verify: bool = True,
 ) -> tvm.transform.Pass:
     """Default Relax CPU pipeline + :func:`schedule_pass`.
 
@@ -592,6 +909,8 @@ def pipeline(
     target : the llvm target (also pass it to ``tvm.compile``).
     dynamic_shapes : drop ``RewriteDataflowReshape`` (fails on symbolic shapes).
     stats : optional dict filled with how many blocks each rule scheduled.
+    schedule : False gives the same pipeline without the scheduling pass (A/B checks).
+    verify : check that each scheduled PrimFunc lowers, else fall back (see schedule_pass).
     """
     if isinstance(target, (str, dict)):
         target = tvm.target.Target(target)
@@ -608,7 +927,7 @@ def pipeline(
             list(rp.library_dispatch_passes(target))
             + list(rp.legalize_passes(target))
             + dataflow_lower
-            + [schedule_pass(target, stats)]
+            + ([schedule_pass(target, stats, verify)] if schedule else [])
             + list(rp.finalize_passes(target))
         )
         with target:

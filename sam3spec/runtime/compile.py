@@ -13,6 +13,23 @@ from sam3spec.runtime.resolve import resolve
 LIBRARY_FILE = {"llvm": "lib.so", "cuda": "lib.so", "metal": "lib.tar"}
 
 
+def own_constants(func):
+    """Copy every bound constant into TVM-owned memory.
+
+    The frontend wraps torch buffers with DLPack, sharing torch's memory; such constants were serialised
+    wrongly into the VM executable ("Invalid DLTensor file format" when the library is loaded).
+    """
+    import numpy as np
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class _Copy(relax.PyExprMutator):
+        def visit_constant_(self, op):
+            return relax.const(np.array(op.data.numpy(), copy=True), str(op.data.dtype))
+
+    return _Copy().visit_expr(func)
+
+
 def run(*, component: str, target: dict, pipeline: str, converters: dict[str, str], dynamic: bool,
         out_dir: str) -> None:
     import tvm
@@ -26,6 +43,7 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
         mod = from_exported_program(program, keep_params_as_input=True, run_ep_decomposition=False,
                                     custom_convert_map={op: resolve(fn) for op, fn in converters.items()})
         mod, params = relax.frontend.detach_params(mod)
+        mod["main"] = own_constants(mod["main"])
         del program
         with atomic_path(out / "relax.py") as tmp:
             tmp.write_text(mod.script(show_meta=False))

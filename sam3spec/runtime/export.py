@@ -52,7 +52,12 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
                                   for axis, size in enumerate(spec["shape"]) if isinstance(size, str)} or None
                    for spec in inputs}
         progress(f"{component}: torch.export (strict=False)")
-        program = torch.export.export(module, tuple(runs[0]), dynamic_shapes=dynamic if dims else None, strict=False)
+        with torch.no_grad():
+            program = torch.export.export(module, tuple(runs[0]), dynamic_shapes=dynamic if dims else None,
+                                          strict=False)
+        # Functionalise only (no decomposition table): in-place ops such as clamp_ and masked_fill_ become
+        # their functional forms, and no_grad regions are inlined; linear, sdpa and the like stay whole.
+        program = program.run_decompositions({})
         with torch.no_grad():
             rerun = [_as_tuple(program.module()(*args)) for args in runs]
         result["exported_vs_original_max_abs"] = max(

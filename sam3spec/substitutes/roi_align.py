@@ -36,7 +36,7 @@ def _axis_weights(start, end, pooled, size, sampling_ratio, aligned):
     # it clamps the sample onto the border row
     h = torch.arange(size, dtype=length.dtype, device=length.device)
     tent = (1 - (pos.clamp(0, size - 1)[..., None] - h).abs()).clamp(min=0)
-    return torch.where(valid[..., None], tent, 0).sum(2), grid.clamp(min=0)
+    return (tent * valid[..., None]).sum(2), grid.clamp(min=0)  # tent is finite: * 0/1 selects exactly
 
 
 def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
@@ -46,7 +46,7 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
         boxes = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)])
     pooled_h, pooled_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     n, _, height, width = input.shape
-    dtype = torch.promote_types(input.dtype, torch.float32)
+    dtype = torch.float64 if input.dtype == torch.float64 else torch.float32  # at least float32
     rois = boxes.to(dtype)
     x1, y1, x2, y2 = (rois[:, 1:] * spatial_scale - (0.5 if aligned else 0.0)).unbind(1)
     row, grid_h = _axis_weights(y1, y2, pooled_h, height, sampling_ratio, aligned)

@@ -12,6 +12,18 @@ TARGET = {'kind': 'cuda', 'arch': 'sm_90'}
 CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'cat.default': 'sam3spec.converters.cat_promote:cat_promote',
               'ne.Scalar': 'sam3spec.converters.bool_compare:ne_scalar',
+              'repeat_interleave.self_int': 'sam3spec.converters.repeat_interleave:repeat_interleave_int',
+              'scaled_dot_product_attention.default': 'sam3spec.converters.sdpa_matmul:sdpa_matmul',
+              'zeros_like.default': 'sam3spec.converters.like_dtype:zeros_like',
+              'full_like.default': 'sam3spec.converters.like_dtype:full_like',
+              'masked_fill.Scalar': 'sam3spec.converters.masked_fill_scalar:masked_fill_scalar',
+              'div.Tensor_mode': 'sam3spec.converters.div_mode:div_tensor_mode',
+              'rsub.Scalar': 'sam3spec.converters.rsub_scalar:rsub_scalar',
+              'select_scatter.default': 'sam3spec.converters.select_scatter:select_scatter',
+              'select.int': 'sam3spec.converters.select_negative:select_int',
+              'grid_sampler.default': 'sam3spec.converters.grid_sample:grid_sampler',
+              '_unsafe_view.default': 'sam3spec.converters.aliases:unsafe_view',
+              'all.default': 'sam3spec.converters.reduce_all:all_default',
               'eq.Scalar': 'sam3spec.converters.bool_compare:eq_scalar'}
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 import torch
 
-from sam3spec.substitutes.roi_align import RoIAlign, roi_align  # noqa: F401
+# Bound through the submodule, as torchvision does, so `import torchvision.ops.roi_align` cannot shadow it.
+from .roi_align import RoIAlign, roi_align  # noqa: F401
 from sam3spec.substitutes.torchvision_standin._placeholder import module_getattr
 
 __getattr__ = module_getattr(__name__)
