@@ -21,7 +21,7 @@ from sam3spec.pipelines import cpu_basic  # noqa: E402
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 
 
-def build(module, args, dynamic_shapes=None, keep_params=False, target=TARGET):
+def build(module, args, dynamic_shapes=None, keep_params=False, target=TARGET, **pipeline_kwargs):
     """Compile `module` with cpu_basic; returns (run(*tensors) -> [np.ndarray], stats)."""
     ep = torch.export.export(module.eval(), args, dynamic_shapes=dynamic_shapes)
     mod = from_exported_program(ep, keep_params_as_input=keep_params, run_ep_decomposition=False)
@@ -30,7 +30,8 @@ def build(module, args, dynamic_shapes=None, keep_params=False, target=TARGET):
         mod, detached = relax.frontend.detach_params(mod)
         params = [tvm.runtime.tensor(p.numpy()) for p in detached["main"]]
     stats = {}
-    pipe = cpu_basic.pipeline(target, dynamic_shapes=dynamic_shapes is not None, stats=stats)
+    pipe = cpu_basic.pipeline(target, dynamic_shapes=dynamic_shapes is not None, stats=stats,
+                              **pipeline_kwargs)
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=pipe), tvm.cpu())
 
     def run(*tensors):
@@ -164,6 +165,34 @@ def test_dynamic_tokens():
     for n in (7, 45):
         x = torch.randn(1, n, 32)
         check(m, (x,), run)
+
+
+class RemapChain(nn.Module):
+    def forward(self, x):
+        return x.repeat(2, 1, 3).flip(-1) + x[:, :1].expand(-1, 5, -1).repeat(2, 1, 3)
+
+
+def test_index_remap_chain():
+    """flip after repeat: inlining would compose ``(c - v) % m`` indices, which
+    apache-tvm 0.27's FlattenBuffer simplifies wrongly; rule_inline must refuse."""
+    m, x = RemapChain(), torch.randn(2, 5, 7)
+    run, stats = build(m, (x,))
+    check(m, (x,), run)
+    assert_clean(stats, 0)
+
+
+class Activations(nn.Module):
+    def forward(self, x):
+        return (torch.softmax(x, -1), F.gelu(x), F.gelu(x, approximate="tanh"), torch.sigmoid(x),
+                F.silu(x), torch.tanh(x), torch.exp(x.clamp(max=30)))
+
+
+def test_fast_math():
+    torch.manual_seed(6)
+    m, x = Activations(), torch.randn(3, 20, 67) * 3
+    run, stats = build(m, (x,), fast_math=True)
+    check(m, (x,), run)
+    assert_clean(stats, 0)
 
 
 def test_unschedulable_prim_func_is_returned_unchanged():

@@ -24,7 +24,7 @@ def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _as_tuple(out) -> tuple:
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    return tuple(t.detach() for t in (out if isinstance(out, (tuple, list)) else (out,)))
 
 
 def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs: list[dict],
