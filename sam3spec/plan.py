@@ -39,6 +39,9 @@ class Plan:
     def build_dir(self, root: Path, target: str) -> Path:
         return root / "build" / self.name / target
 
+    def component(self, name: str) -> ComponentPlan:
+        return next(c for c in self.components if c.name == name)
+
     @property
     def manifest_dir(self) -> str:
         return os.path.dirname(self.manifest) or "."

@@ -1,7 +1,7 @@
 """Export patches (sam3spec/substitutes/*): each keeps eager numbers, and the patched components export.
 
-Tiny variant (sam3spec.adapters.sam3_image.TINY_OVERRIDES: S = 336, F = 24, 2 ViT blocks, 2 decoder
-layers), random weights, CPU, fp32. Fast (< 1 min).
+Tiny variant (manifests/sam3-image-tiny.yaml: S = 336, F = 24, 2 ViT blocks, 2 decoder layers), built by
+the pipeline's own code (tests/conftest.py), random weights, CPU, fp32.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
-import sys
 import types
 
 import pytest
@@ -34,17 +33,6 @@ PIN = ("torch:Tensor.pin_memory", "sam3spec.substitutes.pin_memory_cpu:pin_memor
 
 
 _INHERITED = object()
-
-
-def _install_standins() -> None:
-    """torchvision stand-in and triton-free EDT, before anything imports sam3."""
-    from sam3spec.substitutes import edt, torchvision_standin
-
-    torchvision_standin.apply()
-    sys.modules["sam3.model.edt"] = edt
-
-
-_install_standins()
 
 
 def _owner_and_name(target: str):
@@ -82,19 +70,8 @@ def _maxdiff(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def model():
-    from sam3spec.adapters import sam3_image as A
-
-    m = A.build_model("tiny", seed=0)
-    # sam3's `import torchvision.ops.roi_align` (decoder.py) binds the stand-in's *submodule* over the
-    # function `torchvision.ops.roi_align` that geometry_encoders.py calls; make sure the function is there.
-    import torchvision.ops
-
-    if not callable(torchvision.ops.roi_align):
-        from sam3spec.substitutes.roi_align import roi_align
-
-        torchvision.ops.roi_align = roi_align
-    return m
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +99,11 @@ def test_rope_real_rotation_is_bit_identical():
     assert torch.equal(_rotate(k, cis.real, cis.imag), k_ref)
 
 
-def test_rope_real_trunk_matches_and_has_no_complex(model, A):
+def test_rope_real_trunk_matches_and_has_no_complex(model, A, tiny_inputs):
     from sam3spec.substitutes import rope_real
 
     trunk = A.vit_trunk(model)
-    image = A.sample_inputs(model, "vit_trunk", seed=1)
+    image = tiny_inputs("vit_trunk", seed=1)
     with torch.no_grad():
         ref = trunk(*image)
     # the patch converts module state: work on a copy of the trunk, keep the shared model as built
@@ -179,10 +156,10 @@ def test_posenc_shape_len_same_numbers(model):
     assert torch.equal(ref[0], out[0]) and torch.equal(ref[1], out[1])
 
 
-def test_geometry_encoder_patched_equals_original_and_exports_dynamic(model, A):
+def test_geometry_encoder_patched_equals_original_and_exports_dynamic(model, A, tiny_inputs, tiny_dynamic):
     adapter = A.geometry_encoder(model)
-    sizes = [dict(Nb=2, Np=3), dict(Nb=1, Np=1), dict(Nb=5, Np=2)]
-    inputs = [A.sample_inputs(model, "geometry_encoder", dims=d, seed=3 + i) for i, d in enumerate(sizes)]
+    sizes = [dict(boxes=2, points=3), dict(boxes=1, points=1), dict(boxes=5, points=2)]
+    inputs = [tiny_inputs("geometry_encoder", d, seed=3 + i) for i, d in enumerate(sizes)]
     with patched(PIN), torch.no_grad():  # boxes need pin_memory_cpu on a CPU-only machine
         refs = [adapter(*x) for x in inputs]
     with patched(PIN, POSENC):
@@ -190,28 +167,28 @@ def test_geometry_encoder_patched_equals_original_and_exports_dynamic(model, A):
             outs = [adapter(*x) for x in inputs]
         for ref, out in zip(refs, outs):
             assert _maxdiff(ref, out) == 0.0
-        ep = _export(adapter, inputs[0], A.dynamic_shapes(model, "geometry_encoder"))
+        ep = _export(adapter, inputs[0], tiny_dynamic("geometry_encoder"))
         with torch.no_grad():
             for d, x, out in zip(sizes, inputs, outs):
                 got = ep.module()(*x)
-                assert got[0].shape[0] == 32 + d["Nb"] + d["Np"] + 1
+                assert got[0].shape[0] == 32 + d["boxes"] + d["points"] + 1
                 assert _maxdiff(got, out) == 0.0, d
 
 
-def test_geometry_encoder_without_posenc_patch_pins_counts(model, A):
+def test_geometry_encoder_without_posenc_patch_pins_counts(model, A, tiny_inputs, tiny_dynamic):
     adapter = A.geometry_encoder(model)
-    x = A.sample_inputs(model, "geometry_encoder", seed=6)
+    x = tiny_inputs("geometry_encoder", seed=6)
     with patched(PIN), pytest.raises(Exception, match="Constraints violated|specializ"):
-        _export(adapter, x, A.dynamic_shapes(model, "geometry_encoder"))
+        _export(adapter, x, tiny_dynamic("geometry_encoder"))
 
 
 # ------------------------------------------------------------------- decoder_static_feat_size, ffn
 
 
-def test_decoder_patches_equal_original_and_export_dynamic(model, A):
+def test_decoder_patches_equal_original_and_export_dynamic(model, A, tiny_inputs, tiny_dynamic):
     adapter = A.decoder(model)
-    sizes = [dict(Nb=2, Np=3), dict(Nb=1, Np=1), dict(Nb=6, Np=4)]
-    inputs = [A.sample_inputs(model, "decoder", dims=d, seed=10 + i) for i, d in enumerate(sizes)]
+    sizes = [dict(prompt_len=38), dict(prompt_len=35), dict(prompt_len=43)]
+    inputs = [tiny_inputs("decoder", d, seed=10 + i) for i, d in enumerate(sizes)]
     with torch.no_grad():
         refs = [adapter(*x) for x in inputs]
     with patched(RPB, FFN):
@@ -219,7 +196,7 @@ def test_decoder_patches_equal_original_and_export_dynamic(model, A):
             outs = [adapter(*x) for x in inputs]
         for ref, out in zip(refs, outs):
             assert _maxdiff(ref, out) == 0.0
-        ep = _export(adapter, inputs[0], A.dynamic_shapes(model, "decoder"))
+        ep = _export(adapter, inputs[0], tiny_dynamic("decoder"))
         graph_ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
         assert not [o for o in graph_ops if "wrap_with" in o], graph_ops
         with torch.no_grad():
@@ -227,11 +204,11 @@ def test_decoder_patches_equal_original_and_export_dynamic(model, A):
                 assert _maxdiff(ep.module()(*x), out) == 0.0, d
 
 
-def test_decoder_without_static_feat_size_does_not_export(model, A):
+def test_decoder_without_static_feat_size_does_not_export(model, A, tiny_inputs, tiny_dynamic):
     adapter = A.decoder(model)
-    x = A.sample_inputs(model, "decoder", seed=13)
+    x = tiny_inputs("decoder", seed=13)
     with patched(FFN), pytest.raises(Exception, match="data-dependent|GuardOnDataDependent"):
-        _export(adapter, x, A.dynamic_shapes(model, "decoder"))
+        _export(adapter, x, tiny_dynamic("decoder"))
 
 
 def test_decoder_static_feat_size_checks_eager_size(model):

@@ -19,6 +19,15 @@ def cases(dims: dict[str, dict]) -> list[dict[str, int]]:
     return [example] + ([at_max] if at_max != example else [])
 
 
+def dynamic_shapes(inputs: list[dict], dims: dict[str, dict]) -> tuple | None:
+    """torch.export's dynamic_shapes (positional) for inputs whose shapes name dynamic dims."""
+    if not dims:
+        return None
+    made = {name: torch.export.Dim(name, min=d["min"], max=d["max"]) for name, d in dims.items()}
+    return tuple({axis: made[size] for axis, size in enumerate(spec["shape"]) if isinstance(size, str)} or None
+                 for spec in inputs)
+
+
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
 
@@ -48,12 +57,9 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
             patched = [_as_tuple(module(*args)) for args in runs]
         result["substituted_vs_original_max_abs"] = max(
             max_abs(a, b) for ref, pat in zip(references, patched) for a, b in zip(ref, pat))
-        dynamic = {spec["name"]: {axis: torch.export.Dim(size, min=dims[size]["min"], max=dims[size]["max"])
-                                  for axis, size in enumerate(spec["shape"]) if isinstance(size, str)} or None
-                   for spec in inputs}
         progress(f"{component}: torch.export (strict=False)")
         with torch.no_grad():
-            program = torch.export.export(module, tuple(runs[0]), dynamic_shapes=dynamic if dims else None,
+            program = torch.export.export(module, tuple(runs[0]), dynamic_shapes=dynamic_shapes(inputs, dims),
                                           strict=False)
         # Functionalise only (no decomposition table): in-place ops such as clamp_ and masked_fill_ become
         # their functional forms, and no_grad regions are inlined; linear, sdpa and the like stay whole.

@@ -9,8 +9,3 @@ from sam3spec.substitutes.torchvision_standin._placeholder import module_getattr
 __getattr__ = module_getattr(__name__)
 __version__ = "0.0.0+sam3spec.standin"
 
-
-def apply() -> None:  # TEMPORARY for in-flight helpers; the pipeline uses runtime.substitute
-    from sam3spec.runtime.substitute import apply as _apply
-
-    _apply([{"name": "tv", "replace": "torchvision", "with": __name__, "when": "import", "unless_importable": True}], "import")
