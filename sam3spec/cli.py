@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from sam3spec import manifest as manifest_lib, plan as plan_lib, render, report as report_lib
 from sam3spec.plan import STEPS
+from sam3spec.runtime.artifacts import write_json
 
 DEFAULT_MANIFEST = "manifests/sam3-image.yaml"
 EXIT_INVALID = 2
@@ -82,10 +84,15 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _run_script(script: Path, *extra: str) -> bool:
-    """Runs one generated script in its own process, its output shown as it comes."""
+def _run_script(script: Path, result: Path, *extra: str) -> bool:
+    """Runs one generated script in its own process, its output shown as it comes. A process that dies
+    without writing its result (a crash in native code) gets one written for it."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_root()), os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, str(script), *extra], env=env, cwd=_root()).returncode == 0
+    code = subprocess.run([sys.executable, str(script), *extra], env=env, cwd=_root()).returncode
+    if code != 0 and not result.is_file():
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        write_json(result, {"step": result.stem, "status": "failed", "error": f"process {how} before writing a result"})
+    return code == 0
 
 
 def cmd_port(args) -> int:
@@ -113,13 +120,14 @@ def cmd_port(args) -> int:
             (out / f"{step}.json").unlink(missing_ok=True)
         for step in STEPS:
             script = scripts / name / ("export.py" if step == "export" else f"{step}_{args.target}.py")
-            if not _run_script(script, *(["--target", args.target] if step == "export" else [])):
+            extra = ["--target", args.target] if step == "export" else []
+            if not _run_script(script, out / f"{step}.json", *extra):
                 break
     report = report_lib.write(plan, _root(), args.target, names)
     md = plan.build_dir(_root(), args.target) / "report.md"
     print("\n" + md.read_text())
     print(f"report: {os.path.relpath(md, _root())} and report.json")
-    return 0 if report["verified"] == len(names) else 1
+    return 1 if report["failed"] else 0
 
 
 def cmd_clean(args) -> int:

@@ -10,7 +10,8 @@ from sam3spec.runtime.artifacts import atomic_path, write_json
 
 
 def entry(component: str, directory: Path) -> dict:
-    """One component's report entry: status is `verified` or `<step> failed: <error>` for the first failure."""
+    """One component's report entry: status is `verified`, `<step> failed: <error>` for the first failure,
+    or `compiled (verify skipped: <why>)` where the target's device is not on this machine."""
     steps, status = {}, "verified"
     for name in STEPS:
         path = directory / f"{name}.json"
@@ -19,13 +20,15 @@ def entry(component: str, directory: Path) -> dict:
             continue
         result = json.loads(path.read_text())
         steps[name] = result
-        if result["status"] != "ok" and status == "verified":
+        if result["status"] == "skipped" and status == "verified":
+            status = f"compiled ({name} skipped: {result.get('reason', '')})"
+        elif result["status"] != "ok" and status == "verified":
             status = f"{name} failed: {result.get('error', result['status'])}"
     verify = steps.get("verify", {})
     return {
         "name": component,
         "status": status,
-        "seconds": {name: steps[name]["seconds"] for name in steps},
+        "seconds": {name: steps[name]["seconds"] for name in steps if "seconds" in steps[name]},
         "outputs": [{k: o.get(k) for k in ("name", "max_abs", "max_rel", "atol", "rtol", "ok")}
                     for o in verify.get("outputs", [])],
         "export": {k: steps.get("export", {}).get(k) for k in
@@ -55,6 +58,8 @@ def write(plan: Plan, root: Path, target: str, components: list[str]) -> dict:
     report = {"manifest": plan.name, "target": target,
               "components": [entry(name, build / name) for name in components]}
     report["verified"] = sum(c["status"] == "verified" for c in report["components"])
+    report["failed"] = sum(" failed: " in c["status"] or c["status"].endswith(" not run")
+                           for c in report["components"])
     write_json(build / "report.json", report)
     with atomic_path(build / "report.md") as tmp:
         tmp.write_text(markdown(report))

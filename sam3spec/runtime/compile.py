@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from sam3spec.runtime.artifacts import atomic_path, progress, step
+from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step
 from sam3spec.runtime.resolve import resolve
 
 LIBRARY_FILE = {"llvm": "lib.so", "cuda": "lib.so", "metal": "lib.tar"}
@@ -51,8 +51,9 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
             tmp.write_bytes(tvm.runtime.save_param_dict({f"p{i}": p for i, p in enumerate(params["main"])}))
         tvm_target = tvm.target.Target(target)
         progress(f"{component}: compiling for {target['kind']} with {pipeline}")
-        executable = tvm.compile(mod, target=tvm_target,
-                                 relax_pipeline=resolve(pipeline)(tvm_target, dynamic_shapes=dynamic))
+        with heartbeat(f"{component}: compiling"):
+            executable = tvm.compile(mod, target=tvm_target,
+                                     relax_pipeline=resolve(pipeline)(tvm_target, dynamic_shapes=dynamic))
         with atomic_path(out / LIBRARY_FILE[target["kind"]]) as tmp:
             executable.export_library(str(tmp))
         result["library"] = LIBRARY_FILE[target["kind"]]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from sam3spec.runtime import model as model_lib, samples, substitute
-from sam3spec.runtime.artifacts import atomic_path, progress, step
+from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step
 from sam3spec.runtime.resolve import resolve
 
 
@@ -48,7 +48,7 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
         del net
         runs = [samples.make_all(inputs, case, seed + i) for i, case in enumerate(cases(dims))]
         progress(f"{component}: reference outputs from the original PyTorch code ({len(runs)} case(s))")
-        with torch.no_grad():
+        with torch.no_grad(), heartbeat(f"{component}: PyTorch reference"):
             references = [_as_tuple(module(*args)) for args in runs]
         if len(references[0]) != len(outputs):
             raise ValueError(f"adapter returned {len(references[0])} outputs, the manifest names {len(outputs)}")
@@ -58,7 +58,7 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
         result["substituted_vs_original_max_abs"] = max(
             max_abs(a, b) for ref, pat in zip(references, patched) for a, b in zip(ref, pat))
         progress(f"{component}: torch.export (strict=False)")
-        with torch.no_grad():
+        with torch.no_grad(), heartbeat(f"{component}: torch.export"):
             program = torch.export.export(module, tuple(runs[0]), dynamic_shapes=dynamic_shapes(inputs, dims),
                                           strict=False)
         # Functionalise only (no decomposition table): in-place ops such as clamp_ and masked_fill_ become

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sam3spec.runtime.artifacts import progress, step
+from sam3spec.runtime.artifacts import heartbeat, progress, step
 
 DEVICES = {"llvm": "cpu", "cuda": "cuda", "metal": "metal"}
 
@@ -34,6 +34,11 @@ def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: s
     with step(out, "verify") as result:
         reference = torch.load(out / "reference.pt", weights_only=False)
         device = getattr(tvm, DEVICES[target["kind"]])()
+        if not device.exist:
+            result["status"] = "skipped"
+            result["reason"] = f"no {DEVICES[target['kind']]} device on this machine"
+            progress(f"{component}: verify skipped ({result['reason']})")
+            return
         library = tvm.runtime.load_module(str(out / ("lib.tar" if target["kind"] == "metal" else "lib.so")))
         vm = relax.VirtualMachine(library, device)
         params = tvm.runtime.load_param_dict((out / "params.bin").read_bytes())
@@ -42,7 +47,8 @@ def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: s
         for n, case in enumerate(reference["cases"]):
             progress(f"{component}: running on {target['kind']} (case {n + 1}/{len(reference['cases'])})")
             args = [tvm.runtime.tensor(t.numpy(), device) for t in case["inputs"]]
-            got = vm["main"](*args, *weights)
+            with heartbeat(f"{component}: TVM run"):
+                got = vm["main"](*args, *weights)
             got = [got[i] for i in range(len(got))] if isinstance(got, tvm.ir.Array) or hasattr(got, "__len__") else [got]
             for name, actual, expected in zip(reference["output_names"], got, case["outputs"]):
                 tol = tolerances[name]
