@@ -37,7 +37,7 @@ def _load_all(paths: list[str]) -> list[manifest_lib.Manifest] | None:
 
 
 def _manifest_paths(given: list[str]) -> list[str]:
-    return given or sorted(str(p) for p in (_root() / "manifests").glob("*.yaml"))
+    return given or sorted(os.path.relpath(p, _root()) for p in (_root() / "manifests").glob("*.yaml"))
 
 
 def cmd_validate(args) -> int:

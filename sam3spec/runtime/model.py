@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sam3spec.runtime.artifacts import progress
-from sam3spec.runtime.resolve import resolve, setattr_dotted
+from sam3spec.runtime.resolve import resolve
 
 
 @contextlib.contextmanager
