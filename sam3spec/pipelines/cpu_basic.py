@@ -10,7 +10,7 @@ graphs, and never failing a build.
 
 Public API
 ----------
-``pipeline(target, dynamic_shapes=False, stats=None, schedule=True, verify=True, fast_math=False, conv_transpose_as_matmul=True)``
+``pipeline(target, dynamic_shapes=False, stats=None, schedule=True, verify=True, conv_transpose_as_matmul=True)``
     ``tvm.compile(mod, target=target, relax_pipeline=pipeline(target))``. The
     stock CPU Relax pipeline assembled from ``tvm.relax.pipeline`` pieces
     (library dispatch -> legalize + FuseOps/FuseTIR -> dataflow lowering ->
@@ -18,9 +18,7 @@ Public API
     finalize (after RewriteDataflowReshape, so reshape detection still sees
     unscheduled TIR). ``dynamic_shapes=True`` drops
     ``RewriteDataflowReshape`` (fails with "padding factor ... is not
-    divisible" on some symbolic reshapes). ``fast_math=True`` legalizes
-    exp/erf/tanh/sigmoid/silu/gelu/softmax with TVM's vectorisable
-    polynomials (:func:`fast_math_legalize_map`); ``conv_transpose_as_matmul``
+    divisible" on some symbolic reshapes). ``conv_transpose_as_matmul``
     (default on, exact) legalizes stride == kernel transposed convs without
     TOPI's zero-dilated input (:func:`conv_transpose_legalize_map`).
     ``stats`` (a dict) collects per-rule block counts, ``errors`` and ``fallback``.
@@ -30,9 +28,8 @@ Public API
     safe schedule, then to the unscheduled function, if lowering fails.
 ``schedule_prim_func(func, cfg=None, stats=None, fname="main", target=None)``
     One PrimFunc; returns it unchanged when nothing applies. Never raises.
-``default_target(num_cores=None)``
-    llvm target with ``mcpu`` = this host's CPU. A target without ``mcpu``
-    (``{"kind": "llvm"}``) is generic x86-64 (SSE2, no FMA): ~3x slower matmuls.
+A target without ``mcpu`` (``{"kind": "llvm"}``) is generic x86-64 (SSE2, no FMA): ~3x slower matmuls;
+the manifests name ``x86-64-v3``.
 
 Rules (one function each)
 -------------------------
@@ -66,6 +63,7 @@ factors with tail predicates and never fused behind another loop (see
 from __future__ import annotations
 
 import logging
+
 import tvm
 import tvm_ffi
 from tvm import relax, s_tir, tirx
@@ -79,8 +77,6 @@ __all__ = [
     "pipeline",
     "schedule_pass",
     "schedule_prim_func",
-    "default_target",
-    "fast_math_legalize_map",
     "conv_transpose_legalize_map",
     "lowers",
     "TileConfig",
@@ -933,65 +929,6 @@ def schedule_pass(
     return _pass
 
 
-def fast_math_legalize_map() -> dict:
-    """``LegalizeOps`` overrides that lower float32 exp / erf / tanh / sigmoid /
-    silu / gelu / gelu_tanh / softmax with TVM's polynomial ``topi.fast_*`` (which
-    vectorise) instead of libm calls (which LLVM scalarises: GELU's erf ran ~60x,
-    softmax ~10x slower than PyTorch). Measured max error on float32:
-    fast_exp 8e-8 relative, fast_erf 4e-7 absolute, fast_tanh 4e-7 (the stock
-    tanh lowering is worse, 1e-4 relative near 0). Other dtypes keep the stock
-    legalization. fast_exp clamps its input to +-88.38, so exp(-inf) gives
-    ~4e-39 rather than 0.
-    """
-    import math  # pylint: disable=import-outside-toplevel
-
-    from tvm import topi  # pylint: disable=import-outside-toplevel
-
-    def _sigmoid(x):
-        one = tirx.const(1.0, x.dtype)
-        return topi.divide(one, topi.add(one, topi.fast_exp(topi.negative(x))))
-
-    def _gelu(x):
-        half = tirx.const(0.5, x.dtype)
-        return x * (half + topi.fast_erf(x * tirx.const(0.5**0.5, x.dtype)) * half)
-
-    def _gelu_tanh(x):
-        dt = x.dtype
-        inner = tirx.const(math.sqrt(2.0 / math.pi), dt) * x * (
-            tirx.const(1.0, dt) + tirx.const(0.044715, dt) * x * x
-        )
-        return tirx.const(0.5, dt) * x * (tirx.const(1.0, dt) + topi.fast_tanh(inner))
-
-    table = {
-        "relax.exp": (topi.fast_exp, "fast_exp"),
-        "relax.erf": (topi.fast_erf, "fast_erf"),
-        "relax.tanh": (topi.fast_tanh, "fast_tanh"),
-        "relax.sigmoid": (_sigmoid, "fast_sigmoid"),
-        "relax.nn.silu": (lambda x: topi.multiply(x, _sigmoid(x)), "fast_silu"),
-        "relax.nn.gelu": (_gelu, "fast_gelu"),
-        "relax.nn.gelu_tanh": (_gelu_tanh, "fast_gelu_tanh"),
-        "relax.nn.softmax": (None, "fast_softmax"),
-    }
-
-    def _make(op_name, te_fn, hint):
-        default = tvm.ir.Op.get(op_name).get_attr("FLegalize")
-
-        def _legalize(bb, call):
-            x = call.args[0]
-            ty = getattr(x, "ty", None) or getattr(x, "struct_info", None)
-            if str(getattr(ty, "dtype", "")) != "float32":
-                return default(bb, call)
-            if op_name == "relax.nn.softmax":
-                return bb.call_te(
-                    topi.nn.fast_softmax, x, call.attrs.axis, primfunc_name_hint=hint
-                )
-            return bb.call_te(te_fn, x, primfunc_name_hint=hint)
-
-        return _legalize
-
-    return {name: _make(name, fn, hint) for name, (fn, hint) in table.items()}
-
-
 def conv_transpose_legalize_map() -> dict:
     """``LegalizeOps`` override for ``nn.conv2d_transpose`` with stride == kernel
     size, no padding/dilation/groups (SAM3's FPN upsampling, k=2 s=2).
@@ -1063,7 +1000,6 @@ def pipeline(
     stats: dict | None = None,
     schedule: bool = True,
     verify: bool = True,
-    fast_math: bool = False,
     conv_transpose_as_matmul: bool = True,
 ) -> tvm.transform.Pass:
     """Default Relax CPU pipeline + :func:`schedule_pass`.
@@ -1075,9 +1011,6 @@ def pipeline(
     stats : optional dict filled with how many blocks each rule scheduled.
     schedule : False gives the same pipeline without the scheduling pass (A/B checks).
     verify : check that each scheduled PrimFunc lowers, else fall back (see schedule_pass).
-    fast_math : legalize float32 exp/erf/tanh/sigmoid/silu/gelu/softmax with TVM's
-        vectorisable polynomial approximations (:func:`fast_math_legalize_map`,
-        errors <= 4e-7); off by default so numerics match the stock pipeline.
     conv_transpose_as_matmul : legalize stride == kernel transposed convs without
         the zero-dilated input (:func:`conv_transpose_legalize_map`); exact.
     """
@@ -1096,8 +1029,6 @@ def pipeline(
         custom = {}
         if conv_transpose_as_matmul:
             custom.update(conv_transpose_legalize_map())
-        if fast_math:
-            custom.update(fast_math_legalize_map())
         if custom:
             legalize = [
                 relax.transform.LegalizeOps(customize_legalize_map=custom)
@@ -1130,16 +1061,3 @@ def _dataflow_lower_passes(target: tvm.target.Target) -> list:
         )
 
         return list(cpu_pipeline.dataflow_lower_passes(target))
-
-
-def default_target(num_cores: int | None = None) -> tvm.target.Target:
-    """llvm target for this host CPU (enables AVX2/AVX-512/FMA codegen)."""
-    import os  # pylint: disable=import-outside-toplevel
-
-    cfg = {"kind": "llvm", "num-cores": int(num_cores or os.cpu_count() or 1)}
-    try:
-        cfg["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
-    except Exception:  # pylint: disable=broad-except
-        pass
-    return tvm.target.Target(cfg)
-
