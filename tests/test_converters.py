@@ -132,3 +132,18 @@ def test_floor_divide_by_int_literal():
 def test_all_and_unsafe_view():
     run(Fn(lambda m, x: (torch.all(m).reshape(1), (x @ x.transpose(0, 1)).view(-1))),
         [torch.ones(2, 3, dtype=torch.bool), torch.randn(4, 3)])
+
+
+def test_group_norm_statistics_stay_accurate_on_large_groups():
+    """SAM3's pixel decoder normalises 32 channels x 288 x 288 per group: compare with float64 torch."""
+    norm = torch.nn.GroupNorm(8, 64)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(1, 64, 288, 288) * 3 + 1
+    program = torch.export.export(norm, (x,), strict=False).run_decompositions({})
+    mod = from_exported_program(program, run_ep_decomposition=False, custom_convert_map=CONVERTERS)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x.numpy()))[0].numpy().astype(np.float64)
+    with torch.no_grad():
+        exact = norm.double()(x.double()).numpy()
+    assert np.abs(got - exact).max() < 1e-5

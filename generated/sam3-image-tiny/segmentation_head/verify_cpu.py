@@ -9,8 +9,8 @@ from sam3spec.runtime import verify
 ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'llvm', 'mcpu': 'x86-64-v3', 'num-cores': 2}
-TOLERANCES = {'pred_masks': {'atol': 0.001, 'rtol': 0.001},
-              'semantic_seg': {'atol': 0.001, 'rtol': 0.001}}
+TOLERANCES = {'pred_masks': {'atol': 0.0001, 'rtol': 0.0001},
+              'semantic_seg': {'atol': 0.0001, 'rtol': 0.0001}}
 
 if __name__ == "__main__":
     verify.run(

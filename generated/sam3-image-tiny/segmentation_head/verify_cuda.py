@@ -9,8 +9,8 @@ from sam3spec.runtime import verify
 ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'cuda', 'arch': 'sm_90'}
-TOLERANCES = {'pred_masks': {'atol': 0.01, 'rtol': 0.01},
-              'semantic_seg': {'atol': 0.01, 'rtol': 0.01}}
+TOLERANCES = {'pred_masks': {'atol': 0.001, 'rtol': 0.001},
+              'semantic_seg': {'atol': 0.001, 'rtol': 0.001}}
 
 if __name__ == "__main__":
     verify.run(

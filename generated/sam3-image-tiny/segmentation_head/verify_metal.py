@@ -9,8 +9,8 @@ from sam3spec.runtime import verify
 ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'metal', 'host': {'kind': 'llvm', 'mtriple': 'arm64-apple-macos'}}
-TOLERANCES = {'pred_masks': {'atol': 0.001, 'rtol': 0.001},
-              'semantic_seg': {'atol': 0.001, 'rtol': 0.001}}
+TOLERANCES = {'pred_masks': {'atol': 0.0001, 'rtol': 0.0001},
+              'semantic_seg': {'atol': 0.0001, 'rtol': 0.0001}}
 
 if __name__ == "__main__":
     verify.run(

@@ -25,6 +25,7 @@ CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'grid_sampler.default': 'sam3spec.converters.grid_sample:grid_sampler',
               '_unsafe_view.default': 'sam3spec.converters.aliases:unsafe_view',
               'all.default': 'sam3spec.converters.reduce_all:all_default',
+              'group_norm.default': 'sam3spec.converters.group_norm_f64:group_norm_f64',
               'eq.Scalar': 'sam3spec.converters.bool_compare:eq_scalar'}
 
 if __name__ == "__main__":
