@@ -95,3 +95,27 @@ def test_several_files_report_every_error(tmp_path):
 def test_missing_file(tmp_path):
     result = validate("nope.yaml", cwd=tmp_path)
     assert result.returncode == 2 and "nope.yaml:1:1:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_derived_manifest_overrides_only_what_it_says():
+    from sam3spec import manifest
+
+    full = manifest.load(ROOT / "manifests" / "sam3-image.yaml").data
+    tiny = manifest.load(ROOT / "manifests" / "sam3-image-tiny.yaml").data
+    assert tiny["name"] == "sam3-image-tiny" and tiny["sizes"]["image"] == 336
+    assert tiny["sizes"]["text_len"] == full["sizes"]["text_len"] == 32          # inherited key
+    assert [c["name"] for c in tiny["components"]] == [c["name"] for c in full["components"]]
+    trunk = {c["name"]: c for c in tiny["components"]}["vit_trunk"]
+    assert trunk["tolerance"] == {"atol": 1e-4, "rtol": 1e-4} and trunk["adapter"].endswith(":vit_trunk")
+    prompt = {c["name"]: c for c in tiny["components"]}["sam_prompt_encoder"]["inputs"]
+    assert prompt[0]["sample"]["high"] == 336.0 and prompt[0]["shape"] == [1, "clicks", 2]  # merged by name
+    assert tiny["substitutions"] == full["substitutions"] and tiny["converters"] == full["converters"]
+
+
+def test_error_in_a_derived_manifest_points_into_that_file(tmp_path):
+    (tmp_path / "base.yaml").write_text(MINIMAL)
+    (tmp_path / "child.yaml").write_text("manifest_version: 1\nextends: base.yaml\nname: child\n"
+                                         "components:\n  - name: first\n    tolerance: {atol: 0, rtol: 1}\n")
+    result = validate("child.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "child.yaml:6:23: components[0].tolerance.atol: 0 must be greater than 0"
