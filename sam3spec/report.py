@@ -32,7 +32,7 @@ def entry(component: str, directory: Path) -> dict:
         "outputs": [{k: o.get(k) for k in ("name", "max_abs", "max_rel", "atol", "rtol", "ok")}
                     for o in verify.get("outputs", [])],
         "export": {k: steps.get("export", {}).get(k) for k in
-                   ("substitutions", "substituted_vs_original_max_abs", "exported_vs_original_max_abs")},
+                   ("substitutions", "exported_vs_original_max_abs")},
     }
 
 

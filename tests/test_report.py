@@ -1,0 +1,49 @@
+"""verify's comparison and the report built from step results (synthetic step files, no model)."""
+
+import json
+
+import numpy as np
+
+from sam3spec import report
+from sam3spec.runtime.verify import compare
+
+
+def test_compare_applies_atol_plus_rtol_elementwise():
+    expected = np.array([0.0, 10.0, -2.0], dtype=np.float32)
+    ok = compare(expected + np.array([1e-4, 1e-3, -1e-4], dtype=np.float32), expected, atol=1e-4, rtol=1e-4)
+    assert ok["ok"] and abs(ok["max_abs"] - 1e-3) < 1e-6 and abs(ok["max_rel"] - 1e-4) < 1e-6
+    bad = compare(expected + np.array([0, 2e-3, 0], dtype=np.float32), expected, atol=1e-4, rtol=1e-4)
+    assert not bad["ok"]
+
+
+def test_compare_catches_nan_and_shape():
+    expected = np.ones((2, 3), dtype=np.float32)
+    assert not compare(np.full((2, 3), np.nan, dtype=np.float32), expected, 1.0, 1.0)["ok"]
+    assert not compare(np.ones((3, 2), dtype=np.float32), expected, 1.0, 1.0)["ok"]
+    both_nan = np.array([np.nan, 1.0], dtype=np.float32)
+    assert compare(both_nan, both_nan, 1e-6, 1e-6)["ok"]
+
+
+def _write(directory, name, **fields):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps({"step": name, "seconds": 1.5, **fields}))
+
+
+def test_entry_reports_first_failure_and_skips(tmp_path):
+    good, bad, skipped = tmp_path / "good", tmp_path / "bad", tmp_path / "skipped"
+    out = {"name": "y", "max_abs": 1e-6, "max_rel": 1e-5, "atol": 1e-4, "rtol": 1e-4, "ok": True}
+    for d in (good, bad, skipped):
+        _write(d, "export", status="ok", exported_vs_original_max_abs=0.0)
+    _write(good, "compile", status="ok")
+    _write(good, "verify", status="ok", outputs=[out])
+    _write(bad, "compile", status="failed", error="InternalError: boom")
+    _write(skipped, "compile", status="ok")
+    _write(skipped, "verify", status="skipped", reason="no metal device on this machine")
+    entries = {d.name: report.entry(d.name, d) for d in (good, bad, skipped)}
+    assert entries["good"]["status"] == "verified" and entries["good"]["outputs"] == [out]
+    assert entries["good"]["seconds"] == {"export": 1.5, "compile": 1.5, "verify": 1.5}
+    assert entries["bad"]["status"] == "compile failed: InternalError: boom"
+    assert entries["skipped"]["status"] == "compiled (verify skipped: no metal device on this machine)"
+    md = report.markdown({"manifest": "m", "target": "cpu", "verified": 1, "components": list(entries.values())})
+    assert "| good | verified | y | 1.00e-06 | 1.00e-05 | 0.0001 | 0.0001 | 1.5 | 1.5 | 1.5 |" in md
+    assert "| bad | compile failed: InternalError: boom |" in md
