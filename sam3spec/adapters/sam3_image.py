@@ -44,19 +44,6 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-COMPONENTS = (
-    "vit_trunk",
-    "neck",
-    "text_encoder",
-    "geometry_encoder",
-    "fusion_encoder",
-    "decoder",
-    "scoring_box_head",
-    "segmentation_head",
-    "sam_prompt_encoder",
-    "sam_mask_decoder",
-)
-
 
 # --------------------------------------------------------------------------------------------------------
 # mounting shared submodules at their own dotted paths
