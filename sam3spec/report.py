@@ -12,22 +12,24 @@ from sam3spec.runtime.artifacts import atomic_path, write_json
 def entry(component: str, directory: Path) -> dict:
     """One component's report entry: status is `verified`, `<step> failed: <error>` for the first failure,
     or `compiled (verify skipped: <why>)` where the target's device is not on this machine."""
-    steps, status = {}, "verified"
+    steps, status, failed = {}, "verified", False
     for name in STEPS:
         path = directory / f"{name}.json"
         if not path.is_file():
-            status = status if status != "verified" else f"{name} not run"
+            if status == "verified":
+                status, failed = f"{name} not run", True
             continue
         result = json.loads(path.read_text())
         steps[name] = result
         if result["status"] == "skipped" and status == "verified":
             status = f"compiled ({name} skipped: {result.get('reason', '')})"
         elif result["status"] != "ok" and status == "verified":
-            status = f"{name} failed: {result.get('error', result['status'])}"
+            status, failed = f"{name} failed: {result.get('error', result['status'])}", True
     verify = steps.get("verify", {})
     return {
         "name": component,
         "status": status,
+        "failed": failed,
         "seconds": {name: steps[name]["seconds"] for name in steps if "seconds" in steps[name]},
         "outputs": [{k: o.get(k) for k in ("name", "max_abs", "max_rel", "atol", "rtol", "ok")}
                     for o in verify.get("outputs", [])],
@@ -58,8 +60,7 @@ def write(plan: Plan, root: Path, target: str, components: list[str]) -> dict:
     report = {"manifest": plan.name, "target": target,
               "components": [entry(name, build / name) for name in components]}
     report["verified"] = sum(c["status"] == "verified" for c in report["components"])
-    report["failed"] = sum(" failed: " in c["status"] or c["status"].endswith(" not run")
-                           for c in report["components"])
+    report["failed"] = sum(c["failed"] for c in report["components"])
     write_json(build / "report.json", report)
     with atomic_path(build / "report.md") as tmp:
         tmp.write_text(markdown(report))

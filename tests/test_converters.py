@@ -8,6 +8,7 @@ import yaml
 from tvm import relax
 from tvm.relax.frontend.torch import from_exported_program
 
+from sam3spec.pipelines import cpu_basic
 from sam3spec.runtime.compile import own_constants
 from sam3spec.runtime.resolve import resolve
 
@@ -16,23 +17,13 @@ CONVERTERS = {c["op"]: resolve(c["with"]) for c in MANIFEST["converters"]}
 
 
 def run(module, args, dynamic=None, check_args=None):
-    """Export, import with the manifest's converters, build (stock CPU pipeline, no reshape rewrite), run."""
+    """Export, import with the manifest's converters, build (unscheduled, no reshape rewrite), run."""
     dynamic = (dynamic,) if dynamic is not None else None  # Fn.forward takes *args
     program = torch.export.export(module, tuple(args), dynamic_shapes=dynamic, strict=False).run_decompositions({})
     mod = from_exported_program(program, run_ep_decomposition=False, custom_convert_map=CONVERTERS)
     mod["main"] = own_constants(mod["main"])
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-
     target = tvm.target.Target({"kind": "llvm"})
-    passes = [*cpu.library_dispatch_passes(target), *cpu.legalize_passes(target),
-              *[p for p in cpu.dataflow_lower_passes(target) if p.info.name != "RewriteDataflowReshape"],
-              *cpu.finalize_passes(target)]
-
-    @tvm.transform.module_pass(opt_level=0)
-    def pipeline(m, _ctx):
-        with target:
-            return tvm.transform.Sequential(passes)(m)
-
+    pipeline = cpu_basic.pipeline(target, dynamic_shapes=True, schedule=False)  # the stock lowering
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=pipeline), tvm.cpu())
     for case in check_args or [args]:
         got = vm["main"](*[tvm.runtime.tensor(a.numpy()) for a in case])

@@ -44,6 +44,7 @@ def test_entry_reports_first_failure_and_skips(tmp_path):
     assert entries["good"]["seconds"] == {"export": 1.5, "compile": 1.5, "verify": 1.5}
     assert entries["bad"]["status"] == "compile failed: InternalError: boom"
     assert entries["skipped"]["status"] == "compiled (verify skipped: no metal device on this machine)"
+    assert [entries[n]["failed"] for n in ("good", "bad", "skipped")] == [False, True, False]
     md = report.markdown({"manifest": "m", "target": "cpu", "verified": 1, "components": list(entries.values())})
     assert "| good | verified | y | 1.00e-06 | 1.00e-05 | 0.0001 | 0.0001 | 1.5 | 1.5 | 1.5 |" in md
     assert "| bad | compile failed: InternalError: boom |" in md

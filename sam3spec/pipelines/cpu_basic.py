@@ -68,8 +68,11 @@ import tvm
 import tvm_ffi
 from tvm import relax, s_tir, tirx
 from tvm.ir import IRModule
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic_pipeline
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import LoopRV, SBlockRV
+
+from sam3spec.pipelines import dataflow_lower_passes
 
 logger = logging.getLogger(__name__)
 
@@ -1020,11 +1023,9 @@ def pipeline(
 
     @tvm.transform.module_pass(opt_level=0, name="CPUBasicPipeline")
     def _pipeline(mod: IRModule, _ctx) -> IRModule:
-        dataflow_lower = [
-            p
-            for p in _dataflow_lower_passes(target)
-            if not (dynamic_shapes and p.info.name == "RewriteDataflowReshape")
-        ]
+        # relax.pipeline.dataflow_lower_passes raises AttributeError for llvm in apache-tvm 0.27.0.post1
+        # (relax.backend.cpu_generic does not re-export it): take them from the module that defines them.
+        dataflow_lower = dataflow_lower_passes(cpu_generic_pipeline, target, dynamic_shapes)
         legalize = list(rp.legalize_passes(target))
         custom = {}
         if conv_transpose_as_matmul:
@@ -1047,17 +1048,3 @@ def pipeline(
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
-
-
-def _dataflow_lower_passes(target: tvm.target.Target) -> list:
-    """``relax.pipeline.dataflow_lower_passes``; in apache-tvm 0.27.0.post1 it raises
-    AttributeError for llvm (``relax.backend.cpu_generic`` does not re-export it),
-    so fall back to the submodule that defines it."""
-    try:
-        return list(relax.pipeline.dataflow_lower_passes(target))
-    except AttributeError:
-        from tvm.relax.backend.cpu_generic import (  # pylint: disable=import-outside-toplevel
-            pipeline as cpu_pipeline,
-        )
-
-        return list(cpu_pipeline.dataflow_lower_passes(target))

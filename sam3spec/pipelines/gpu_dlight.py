@@ -9,6 +9,8 @@ from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
+from sam3spec.pipelines import dataflow_lower_passes
+
 
 def _decline(*_args, **_kwargs):
     raise NotImplementedError("MetalMatmul disabled by sam3spec.pipelines.gpu_dlight")
@@ -30,9 +32,8 @@ def _generic_matmul_on_metal(target: tvm.target.Target):
 
 def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False) -> tvm.transform.Pass:
     backend = cuda if target.kind.name == "cuda" else gpu_generic
-    lower = [p for p in backend.dataflow_lower_passes(target)
-             if not (dynamic_shapes and p.info.name == "RewriteDataflowReshape")]
-    passes = [*backend.library_dispatch_passes(target), *backend.legalize_passes(target), *lower,
+    passes = [*backend.library_dispatch_passes(target), *backend.legalize_passes(target),
+              *dataflow_lower_passes(backend, target, dynamic_shapes),
               *backend.finalize_passes(target)]
 
     @tvm.transform.module_pass(opt_level=0, name="sam3spec.gpu_dlight")
