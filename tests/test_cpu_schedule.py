@@ -33,6 +33,8 @@ def build(module, args, dynamic_shapes=None, keep_params=False, target=TARGET, *
     pipe = cpu_basic.pipeline(target, dynamic_shapes=dynamic_shapes is not None, stats=stats,
                               **pipeline_kwargs)
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=pipe), tvm.cpu())
+    if keep_params and pipeline_kwargs.get("prepack_weights", True):
+        params = list(vm["main_transform_params"](params))  # weights packed once (pipelines/prepack.py)
 
     def run(*tensors):
         out = vm["main"](*[tvm.runtime.tensor(t.numpy()) for t in tensors], *params)

@@ -8,9 +8,24 @@ from pathlib import Path
 import torch
 
 from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step
+from sam3spec.runtime.loader import LIBRARY_FILE
 from sam3spec.runtime.resolve import resolve
 
-LIBRARY_FILE = {"llvm": "lib.so", "cuda": "lib.so", "metal": "lib.tar"}
+
+def tvm_target(target: dict):
+    """The manifest's target as a tvm Target; ``mcpu: host`` names the CPU this runs on (LLVM's name for it),
+    so the code uses its vector width (AVX-512 where there is one) without naming a CPU in the manifest."""
+    import tvm
+
+    def _resolve(t: dict) -> dict:
+        t = dict(t)
+        if t.get("mcpu") == "host":
+            t["mcpu"] = str(tvm.target.codegen.llvm_get_system_cpu())
+        if isinstance(t.get("host"), dict):
+            t["host"] = _resolve(t["host"])
+        return t
+
+    return tvm.target.Target(_resolve(target))
 
 
 def own_constants(func):
@@ -49,11 +64,12 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
             tmp.write_text(mod.script(show_meta=False))
         with atomic_path(out / "params.bin") as tmp:
             tmp.write_bytes(tvm.runtime.save_param_dict({f"p{i}": p for i, p in enumerate(params["main"])}))
-        tvm_target = tvm.target.Target(target)
+        tgt = tvm_target(target)
+        result["target"] = str(tgt)
         progress(f"{component}: compiling for {target['kind']} with {pipeline}")
         with heartbeat(f"{component}: compiling"):
-            executable = tvm.compile(mod, target=tvm_target,
-                                     relax_pipeline=resolve(pipeline)(tvm_target, dynamic_shapes=dynamic))
+            executable = tvm.compile(mod, target=tgt,
+                                     relax_pipeline=resolve(pipeline)(tgt, dynamic_shapes=dynamic))
         with atomic_path(out / LIBRARY_FILE[target["kind"]]) as tmp:
             executable.export_library(str(tmp))
         result["library"] = LIBRARY_FILE[target["kind"]]

@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from sam3spec.runtime.artifacts import heartbeat, progress, step
-
-DEVICES = {"llvm": "cpu", "cuda": "cuda", "metal": "metal"}
+from sam3spec.runtime.loader import DEVICES, Component, device_for
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> dict:
@@ -27,31 +26,25 @@ def compare(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) 
 
 
 def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: str) -> None:
-    import tvm
-    from tvm import relax
-
     out = Path(out_dir)
     with step(out, "verify") as result:
         reference = torch.load(out / "reference.pt", weights_only=False)
-        device = getattr(tvm, DEVICES[target["kind"]])()
-        if not device.exist:
+        if not device_for(target).exist:
             result["status"] = "skipped"
             result["reason"] = f"no {DEVICES[target['kind']]} device on this machine"
             progress(f"{component}: verify skipped ({result['reason']})")
             return
-        library = tvm.runtime.load_module(str(out / ("lib.tar" if target["kind"] == "metal" else "lib.so")))
-        vm = relax.VirtualMachine(library, device)
-        params = tvm.runtime.load_param_dict((out / "params.bin").read_bytes())
-        weights = [tvm.runtime.tensor(params[f"p{i}"].numpy(), device) for i in range(len(params))]
+        compiled = Component(out, target)
+        if target["kind"] == "llvm":
+            result["threads"] = compiled.threads
         per_output = {name: [] for name in reference["output_names"]}
         for n, case in enumerate(reference["cases"]):
             progress(f"{component}: running on {target['kind']} (case {n + 1}/{len(reference['cases'])})")
-            args = [tvm.runtime.tensor(t.numpy(), device) for t in case["inputs"]]
             with heartbeat(f"{component}: TVM run"):
-                got = list(vm["main"](*args, *weights))  # adapters return tuples: the VM returns a tuple
+                got = compiled(*case["inputs"])
             for name, actual, expected in zip(reference["output_names"], got, case["outputs"]):
                 tol = tolerances[name]
-                per_output[name].append(compare(actual.numpy(), expected.numpy(), tol["atol"], tol["rtol"]))
+                per_output[name].append(compare(actual, expected.numpy(), tol["atol"], tol["rtol"]))
         # per output, the worst case (a shape mismatch has no max_abs: it counts as worst)
         result["outputs"] = [{"name": name, **tolerances[name],
                               **max(runs, key=lambda r: r.get("max_abs", float("inf"))),

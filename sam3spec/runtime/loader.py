@@ -1,0 +1,53 @@
+"""Load a compiled component: its library into a Relax VM on the target's device, and its weights, laid
+out once by the library's ``main_transform_params`` when the pipeline made one (pipelines/prepack.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sam3spec.runtime import threads
+
+DEVICES = {"llvm": "cpu", "cuda": "cuda", "metal": "metal"}
+LIBRARY_FILE = {"llvm": "lib.so", "cuda": "lib.so", "metal": "lib.tar"}
+
+
+def device_for(target: dict):
+    """The TVM device of a manifest target (``tvm.cpu()``, ``tvm.cuda()``, ...); check ``.exist``."""
+    import tvm
+
+    return getattr(tvm, DEVICES[target["kind"]])()
+
+
+class Component:
+    """``Component(out_dir, target)(*inputs)`` runs the compiled ``main`` on numpy/torch inputs."""
+
+    def __init__(self, out_dir: str | Path, target: dict):
+        import tvm
+        from tvm import relax
+
+        out = Path(out_dir)
+        if target["kind"] == "llvm":
+            self.threads = threads.configure()
+        self.device = device_for(target)
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / LIBRARY_FILE[target["kind"]])),
+                                       self.device)
+        params = tvm.runtime.load_param_dict((out / "params.bin").read_bytes())
+        weights = [tvm.runtime.tensor(params[f"p{i}"].numpy(), self.device) for i in range(len(params))]
+        try:
+            transform = self.vm["main_transform_params"]
+        except AttributeError:  # the pipeline packed no weights
+            transform = None
+        self.weights = list(transform(weights)) if transform is not None else weights
+        self.main = self.vm["main"]
+
+    def tensors(self, inputs) -> list:
+        import tvm
+
+        return [tvm.runtime.tensor(t.numpy() if hasattr(t, "numpy") else t, self.device) for t in inputs]
+
+    def run_tensors(self, args: list) -> list:
+        """Run on TVM tensors (from :meth:`tensors`); returns TVM tensors (adapters return tuples)."""
+        return list(self.main(*args, *self.weights))
+
+    def __call__(self, *inputs) -> list:
+        return [t.numpy() for t in self.run_tensors(self.tensors(inputs))]
