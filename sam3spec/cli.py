@@ -1,9 +1,10 @@
-"""The command line: validate, generate, port, report. One function per command, each a few steps of the
+"""The command line: validate, generate, port, bench, report. One function per command, each a few steps of the
 pipeline: manifest (load + validate) → plan → render → run → report."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -130,6 +131,47 @@ def cmd_port(args) -> int:
     return 1 if report["failed"] else 0
 
 
+def _cpu_name() -> str:
+    import platform
+
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical CPUs"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
+
+
+def cmd_bench(args) -> int:
+    manifests = _load_all([args.manifest])
+    if manifests is None:
+        return EXIT_INVALID
+    plan = plan_lib.make(manifests[0], _root())
+    target = plan.targets.get(args.target, {}).get("target")
+    if target is None or target["kind"] != "llvm":
+        print(f"{args.manifest}: bench runs on a cpu (llvm) target; {args.target!r} is not one", file=sys.stderr)
+        return EXIT_INVALID
+    comps = [c for c in plan.components if args.target in c.targets and (not args.component or c.name in args.component)]
+    build = plan.build_dir(_root(), args.target)
+    missing = [c.name for c in comps if not (build / c.name / "compile.json").is_file()
+               or json.loads((build / c.name / "compile.json").read_text()).get("status") != "ok"]
+    if missing:
+        print(f"not compiled for {args.target}: {', '.join(missing)}; build them with "
+              f"`python -m sam3spec port {args.manifest} --target {args.target}` (or nox -s port-cpu)", file=sys.stderr)
+        return EXIT_INVALID
+    import torch
+
+    from sam3spec.runtime import bench
+
+    results = bench.run(model=plan.model, manifest_dir=str(_root() / plan.manifest_dir),
+                        components=[{"name": c.name, "adapter": c.adapter, "inputs": c.inputs, "dims": c.dims}
+                                    for c in comps],
+                        target=target, build_dir=str(build), seed=plan.seed, repeats=args.repeats)
+    report_lib.write_bench(plan, _root(), args.target, results, _cpu_name(), torch.get_num_threads())
+    md = build / "bench.md"
+    print("\n" + md.read_text())
+    print(f"bench: {os.path.relpath(md, _root())} and bench.json")
+    return 0
+
+
 def cmd_clean(args) -> int:
     shutil.rmtree(_root() / "build", ignore_errors=True)
     return 0
@@ -150,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
     p.add_argument("--component", "-c", action="append", default=[], help="only this component (repeatable)")
     p.set_defaults(func=cmd_port)
+    p = sub.add_parser("bench", help="TVM vs PyTorch eager latency per compiled component (cpu)")
+    p.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)
+    p.add_argument("--target", default="cpu", help="a cpu target name from the manifest (default: cpu)")
+    p.add_argument("--component", "-c", action="append", default=[], help="only this component (repeatable)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="alternated calls per component (default: enough for 2 s per side, at least 3)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("clean", help="remove build/")
     p.set_defaults(func=cmd_clean)
     args = parser.parse_args(argv)

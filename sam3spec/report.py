@@ -65,3 +65,28 @@ def write(plan: Plan, root: Path, target: str, components: list[str]) -> dict:
     with atomic_path(build / "report.md") as tmp:
         tmp.write_text(markdown(report))
     return report
+
+
+def bench_markdown(bench: dict) -> str:
+    lines = [f"# {bench['manifest']} on {bench['target']}: TVM vs PyTorch eager", "",
+             f"{bench['cpu']}, {bench['threads']} threads for both; medians of alternated calls; FLOPs are "
+             "multiply-adds x 2 of matmuls, convolutions and attention (torch.utils.flop_counter).", "",
+             "| component | TVM ms | PyTorch ms | TVM / PyTorch | GFLOP | TVM GFLOP/s | PyTorch GFLOP/s | repeats |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in bench["components"]:
+        lines.append(f"| {r['component']} | {r['tvm_median_s'] * 1e3:.1f} | {r['torch_median_s'] * 1e3:.1f} | "
+                     f"{r['ratio']:.2f} | {r['flops'] / 1e9:.1f} | {r['tvm_gflops']:.1f} | {r['torch_gflops']:.1f} | "
+                     f"{r['repeats']} |")
+    total_tvm = sum(r["tvm_median_s"] for r in bench["components"])
+    total_torch = sum(r["torch_median_s"] for r in bench["components"])
+    lines.append(f"| all | {total_tvm * 1e3:.1f} | {total_torch * 1e3:.1f} | {total_tvm / total_torch:.2f} | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_bench(plan: Plan, root: Path, target: str, results: list[dict], cpu: str, threads: int) -> dict:
+    bench = {"manifest": plan.name, "target": target, "cpu": cpu, "threads": threads, "components": results}
+    build = plan.build_dir(root, target)
+    write_json(build / "bench.json", bench)
+    with atomic_path(build / "bench.md") as tmp:
+        tmp.write_text(bench_markdown(bench))
+    return bench

@@ -26,8 +26,7 @@ class Component:
         from tvm import relax
 
         out = Path(out_dir)
-        if target["kind"] == "llvm":
-            self.threads = threads.configure()
+        self.threads = threads.configure() if target["kind"] == "llvm" else None
         self.device = device_for(target)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / LIBRARY_FILE[target["kind"]])),
                                        self.device)

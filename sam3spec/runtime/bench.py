@@ -1,0 +1,95 @@
+"""Latency of each compiled component against PyTorch eager on the same input and thread count, the two
+alternated call by call so that both see the same machine state; medians, ratio, FLOPs and GFLOP/s."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from sam3spec.runtime import model as model_lib, samples, substitute
+from sam3spec.runtime.artifacts import heartbeat, progress
+from sam3spec.runtime.loader import Component
+from sam3spec.runtime.resolve import resolve
+
+MIN_SECONDS = 2.0  # per side: small components get more repeats
+
+
+def repeats_for(seconds_per_call: float, minimum: int, maximum: int = 50) -> int:
+    """Enough repeats for MIN_SECONDS per side, within [minimum, maximum]."""
+    return max(minimum, min(maximum, math.ceil(MIN_SECONDS / max(seconds_per_call, 1e-6))))
+
+
+def flops(module, args) -> int:
+    """Multiply-add FLOPs of one call (matmul, conv, attention) as torch.utils.flop_counter counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # its module tracker hooks outputs that require grad; an adapter may return a parameter as it is
+    grads = {p: p.requires_grad for p in module.parameters()}
+    try:
+        for p in grads:
+            p.requires_grad_(False)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(*args)
+    finally:
+        for p, g in grads.items():
+            p.requires_grad_(g)
+    return int(counter.get_total_flops())
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int) -> dict:
+    """One warm-up each, then `repeats` alternated (torch, tvm) pairs; per-call seconds."""
+    warm = [_timed(torch_call), _timed(tvm_call)]
+    n = repeats or repeats_for(max(warm), min_repeats)
+    torch_s, tvm_s = [], []
+    for _ in range(n):
+        torch_s.append(_timed(torch_call))
+        tvm_s.append(_timed(tvm_call))
+    t_med, v_med = statistics.median(torch_s), statistics.median(tvm_s)
+    return {"repeats": n, "torch_s": torch_s, "tvm_s": tvm_s, "torch_median_s": t_med, "tvm_median_s": v_med,
+            "ratio": v_med / t_med}
+
+
+def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict, build_dir: str,
+        seed: int, repeats: int | None = None, min_repeats: int = 3) -> list[dict]:
+    """components: [{name, adapter, inputs, dims}] compiled under build_dir/<name>/."""
+    subs = model.get("substitutions", [])
+    substitute.apply(subs, "import")
+    substitute.apply(subs, "build")
+    net = model_lib.build(model, Path(manifest_dir))
+    results = []
+    for i, comp in enumerate(components, 1):
+        progress(f"bench [{i}/{len(components)}] {comp['name']}")
+        module = resolve(comp["adapter"])(net).eval()
+        example = {name: d["example"] for name, d in comp["dims"].items()}
+        args = samples.make_all(comp["inputs"], example, seed)
+        compiled = Component(Path(build_dir) / comp["name"], target)
+        tvm_args = compiled.tensors(args)
+
+        def torch_call(module=module, args=args):
+            with torch.no_grad():
+                module(*args)
+
+        def tvm_call(compiled=compiled, tvm_args=tvm_args):
+            compiled.run_tensors(tvm_args)
+
+        with heartbeat(f"bench {comp['name']}"):
+            timing = measure(torch_call, tvm_call, repeats, min_repeats)
+        count = flops(module, args)
+        results.append({"component": comp["name"], "dims": example, "threads": torch.get_num_threads(),
+                        "tvm_threads": compiled.threads, "flops": count,
+                        "tvm_gflops": count / timing["tvm_median_s"] / 1e9,
+                        "torch_gflops": count / timing["torch_median_s"] / 1e9, **timing})
+        progress(f"bench {comp['name']}: TVM {timing['tvm_median_s'] * 1e3:.1f} ms, PyTorch "
+                 f"{timing['torch_median_s'] * 1e3:.1f} ms, ratio {timing['ratio']:.2f} ({timing['repeats']} repeats)")
+        del compiled, module
+    return results
