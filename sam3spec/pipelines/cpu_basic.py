@@ -72,7 +72,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic_pipeline
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import LoopRV, SBlockRV
 
-from sam3spec.pipelines import dataflow_lower_passes, prepack
+from sam3spec.pipelines import attention, dataflow_lower_passes, prepack
 
 logger = logging.getLogger(__name__)
 
@@ -842,6 +842,18 @@ def schedule_prim_func(
     errors under ``errors``. ``target`` enables :func:`rule_row_reductions`.
     """
     cfg = cfg or _DEFAULT_CFG
+    if func.attrs is not None and attention.ATTR in func.attrs:
+        try:
+            sch = Schedule(IRModule({"main": func}))
+            attention.schedule(sch, cfg.vec_lanes)
+            if stats is not None:
+                stats["attention"] = stats.get("attention", 0) + 1
+            return sch.mod["main"]
+        except Exception as err:  # pylint: disable=broad-except
+            if stats is not None:
+                msg = str(err).strip().splitlines()
+                stats.setdefault("errors", []).append(
+                    f"{fname}/attention: {type(err).__name__}: {msg[-1] if msg else ''}")
     try:
         sch = Schedule(IRModule({"main": func}))
         root = _root_block(sch)
@@ -1102,6 +1114,7 @@ def pipeline(
     patch_conv_as_matmul: bool = True,
     prepack_weights: bool = True,
     fast_math: bool = True,
+    fuse_attention: bool = True,
 ) -> tvm.transform.Pass:
     """Default Relax CPU pipeline + :func:`schedule_pass`.
 
@@ -1121,6 +1134,8 @@ def pipeline(
     fast_math : ``exp`` (softmax) and ``erf`` (GELU) as vectorisable polynomials
         (``FastMathTransform``, :func:`gelu_fast_erf_legalize_map`) instead of scalar
         libm calls per element; relative error ~1e-6.
+    fuse_attention : softmax(q k^T) v as one kernel per block of query rows
+        (:mod:`sam3spec.pipelines.attention`).
     """
     if isinstance(target, (str, dict)):
         target = tvm.target.Target(target)
@@ -1148,7 +1163,8 @@ def pipeline(
             ]
         packing = [prepack.pack_weights(TileConfig.for_target(target).col_tile), *prepack.lift()]
         passes = (
-            (packing if prepack_weights else [])
+            (attention.fuse() if fuse_attention else [])
+            + (packing if prepack_weights else [])
             + ([relax.transform.FastMathTransform()] if fast_math else [])
             + list(rp.library_dispatch_passes(target))
             + legalize

@@ -1,0 +1,187 @@
+"""Attention as one CPU kernel, a block of query rows at a time: scores, softmax and the product with V for
+``ROWS`` queries stay in cache instead of a [heads, queries, keys] tensor going through memory three times
+(SAM3's global ViT attention: 16 x 5184 x 5184 floats, 1.7 GB, per block). Same sums, same order per row.
+
+:func:`fuse` rewrites ``matmul(softmax(matmul(q, permute(k)) * scale), v)`` (what the sdpa converter emits)
+into one ``call_te`` of :func:`attention`; :func:`schedule` is its hand schedule.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, te, topi
+from tvm.s_tir import Schedule
+
+ROWS = 24           # query rows per block (a multiple of ROW_TILE)
+ROW_TILE = 6        # register tile rows
+COLS = 64           # register tile columns (keys for the scores, values' features for the output)
+LANES = 16          # partial results per row of the row max and row sum
+ATTR = "sam3spec.attention"
+
+_OPS = {name: tvm.ir.Op.get(f"relax.{name}") for name in ("matmul", "permute_dims", "multiply", "nn.softmax")}
+
+
+def _row_reduce(x: te.Tensor, reducer, name: str) -> te.Tensor:
+    """Reduce the last axis in LANES interleaved partial results first (a vector each step), then across
+    them: a plain row reduction is one dependent scalar op per element."""
+    *rows, n = x.shape
+    outer = te.reduce_axis((0, n // LANES), name=f"{name}_o")
+    part = te.compute((*rows, LANES), lambda *i: reducer(x[(*i[:-1], outer * LANES + i[-1])], axis=outer),
+                      name=f"{name}_part")
+    lane = te.reduce_axis((0, LANES), name=f"{name}_l")
+    return te.compute(tuple(rows), lambda *i: reducer(part[(*i, lane)], axis=lane), name=name)
+
+
+def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float) -> te.Tensor:
+    """softmax(q @ k^T * scale) @ v over the last two axes, batch axes in front."""
+    *batch, nq, d = q.shape
+    nk, dv = k.shape[-2], v.shape[-1]
+    nb = len(batch)
+    kt = te.compute((*batch, d, nk), lambda *i: k[(*i[:nb], i[nb + 1], i[nb])], name="attn_kt")
+    rd = te.reduce_axis((0, d), name="rd")
+    scores = te.compute((*batch, nq, nk), lambda *i: te.sum(q[(*i[:nb], i[nb], rd)] * kt[(*i[:nb], rd, i[nb + 1])],
+                                                           axis=rd), name="attn_scores")
+    rowmax = _row_reduce(scores, te.max, "attn_max")
+    shifted = te.compute((*batch, nq, nk), lambda *i: (scores[i] - rowmax[i[:-1]]) * scale, name="attn_shift")
+    probs = topi.fast_exp(shifted)
+    total = _row_reduce(probs, te.sum, "attn_sum")
+    rj = te.reduce_axis((0, nk), name="rj")
+    acc = te.compute((*batch, nq, dv), lambda *i: te.sum(probs[(*i[:nb], i[nb], rj)] * v[(*i[:nb], rj, i[nb + 1])],
+                                                        axis=rj), name="attn_pv")
+    return te.compute((*batch, nq, dv), lambda *i: acc[i] / total[i[:-1]], name="attn_out")
+
+
+def _static(expr) -> list[int] | None:
+    try:
+        return [int(s) for s in expr.ty.shape]
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+@relax.expr_functor.mutator
+class _Fuse(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.fused = 0
+
+    def _bound(self, expr, op: str):
+        call = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+        return call if isinstance(call, relax.Call) and call.op.same_as(_OPS[op]) else None
+
+    def _match(self, call):
+        """(q, k, v, scale) if `call` is matmul(softmax(matmul(q, permute(k)) * scale, -1), v), else None."""
+        if not call.op.same_as(_OPS["matmul"]):
+            return None
+        probs, v = call.args
+        softmax = self._bound(probs, "nn.softmax")
+        if softmax is None or int(softmax.attrs.axis) not in (-1, len(_static(probs) or []) - 1):
+            return None
+        scores, scale = softmax.args[0], 1.0
+        scaled = self._bound(scores, "multiply")
+        if scaled is not None:
+            value = getattr(scaled.args[1], "value", None)  # a relax constant (GenericConst in 0.27)
+            data = value.numpy() if hasattr(value, "numpy") else None
+            if data is None or data.size != 1:
+                return None
+            scale, scores = float(data.reshape(())), scaled.args[0]
+        product = self._bound(scores, "matmul")
+        kt = self._bound(product.args[1], "permute_dims") if product is not None else None
+        if kt is None or scale <= 0:
+            return None
+        q, k = product.args[0], kt.args[0]
+        shapes = [_static(t) for t in (q, k, v)]
+        if any(s is None for s in shapes) or len({len(s) for s in shapes}) != 1:
+            return None
+        rank = len(shapes[0])
+        axes = list(range(rank - 2)) + [rank - 1, rank - 2]
+        if kt.attrs.axes is None or [int(a) for a in kt.attrs.axes] != axes:
+            return None
+        (qs, ks, vs) = shapes
+        if qs[:-2] != ks[:-2] or qs[:-2] != vs[:-2] or ks[-2] != vs[-2] or qs[-1] != ks[-1]:
+            return None
+        if qs[-2] % ROWS or ks[-2] % COLS or vs[-1] % 16 or any(str(t.ty.dtype) != "float32" for t in (q, k, v)):
+            return None
+        return q, k, v, scale
+
+    def visit_call_(self, call):  # pylint: disable=arguments-renamed
+        call = super().visit_call_(call)
+        match = self._match(call)
+        if match is None:
+            return call
+        q, k, v, scale = match
+        fused = self.builder_.call_te(attention, q, k, v, scale, primfunc_name_hint="attention")
+        gvar = fused.args[0]
+        func = self.builder_.get()[gvar]
+        # opaque: FuseOps leaves it alone; the attribute tells the schedule pass to use :func:`schedule`
+        self.builder_.update_func(gvar, func.with_attrs({"op_pattern": 8, ATTR: True}))
+        self.fused += 1
+        return fused
+
+    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                self.builder_.update_func(gvar, self.visit_expr(func))
+        return self.builder_.get()
+
+
+def fuse() -> list:
+    """Relax passes: fused attention calls, then dead intermediate bindings removed."""
+
+    @tvm.transform.module_pass(opt_level=0, name="sam3spec.FuseAttention")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        return _Fuse(mod).run(mod)
+
+    return [_pass, relax.transform.DeadCodeElimination()]
+
+
+def schedule(sch: Schedule, vec_lanes: int = 16) -> None:
+    """Hand schedule of :func:`attention`: parallel over (batch, query block); per block the scores as a
+    ROW_TILE x COLS register tile over the head dim, row max / exp / sum, then P @ V as a register tile."""
+    get = sch.get_sblock
+    exp_block = next(b for b in sch.get_child_blocks(sch.get_sblock("root"))
+                     if sch.get(b).name_hint.startswith("T_fast_exp"))
+    sch.compute_inline(get("attn_shift"))
+    out = get("attn_out")
+    *batch, i, _ = sch.get_loops(out)
+    io, _ = sch.split(i, [None, ROWS])
+    outer = sch.fuse(*batch, io) if batch else io
+    sch.parallel(outer)
+    for name in ("attn_pv", "attn_sum", "attn_sum_part", exp_block, "attn_max", "attn_max_part", "attn_scores"):
+        sch.compute_at(get(name) if isinstance(name, str) else name, outer, preserve_unit_loops=True)
+    # scores: [rows/6, keys/64] x head dim x [6 (unrolled), 64 (vector)]
+    scores = get("attn_scores")
+    *_, ii, j, rd = sch.get_loops(scores)
+    iio, iii = sch.split(ii, [None, ROW_TILE])
+    jo, ji = sch.split(j, [None, COLS])
+    sch.reorder(iio, jo, rd, iii, ji)
+    sch.unroll(iii)
+    sch.vectorize(ji)
+    sch.decompose_reduction(scores, rd)
+    # row max and row sum: LANES partial results as one vector, reduced over the row
+    for name in ("attn_max_part", "attn_sum_part"):
+        block = get(name)
+        *_, lane, r = sch.get_loops(block)
+        sch.reorder(r, lane)
+        sch.vectorize(lane)
+        sch.decompose_reduction(block, r)
+    # exp(scale * (s - max)): vectorised along keys
+    *_, j = sch.get_loops(exp_block)
+    _, jv = sch.split(j, [None, vec_lanes])
+    sch.vectorize(jv)
+    # P @ V: [rows/6] x keys x [6 (unrolled), dv (vector)]
+    pv = get("attn_pv")
+    *_, ii, e, rj = sch.get_loops(pv)
+    iio, iii = sch.split(ii, [None, ROW_TILE])
+    sch.reorder(iio, rj, iii, e)
+    sch.unroll(iii)
+    sch.vectorize(e)
+    sch.decompose_reduction(pv, rj)
+    *_, e = sch.get_loops(out)
+    sch.vectorize(e)
+    # K transposed once per call: parallel over batch and head dim, keys vectorised
+    kt = get("attn_kt")
+    loops = sch.get_loops(kt)
+    fused = sch.fuse(*loops[:-1])
+    sch.parallel(fused)
+    _, kv = sch.split(loops[-1], [None, vec_lanes])
+    sch.vectorize(kv)

@@ -1,0 +1,152 @@
+"""The CPU speed rules, each on small shapes: scheduled result against the same pipeline unscheduled
+(every speed rule off) and against PyTorch, and the rule's own marker in the pipeline stats or module.
+Correctness only; timings belong to `python -m sam3spec bench`."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+tvm = pytest.importorskip("tvm")
+from tvm import relax  # noqa: E402
+from tvm.relax.frontend.torch import from_exported_program  # noqa: E402
+
+from sam3spec.converters.sdpa_matmul import sdpa_matmul  # noqa: E402
+from sam3spec.pipelines import cpu_basic  # noqa: E402
+from sam3spec.runtime.compile import tvm_target  # noqa: E402
+
+TARGET = tvm_target({"kind": "llvm", "mcpu": "host", "num-cores": 2})
+OFF = dict(schedule=False, prepack_weights=False, fast_math=False, fuse_attention=False,
+           patch_conv_as_matmul=False)
+SDPA = {"scaled_dot_product_attention.default": sdpa_matmul}
+
+
+def compile_run(module, args, **pipeline_kwargs):
+    """(outputs as numpy, stats, compiled module's function names)."""
+    ep = torch.export.export(module.eval(), args)
+    mod = from_exported_program(ep, keep_params_as_input=True, run_ep_decomposition=False, custom_convert_map=SDPA)
+    mod, detached = relax.frontend.detach_params(mod)
+    stats = {}
+    pipe = cpu_basic.pipeline(TARGET, stats=stats, **pipeline_kwargs)
+    executable = tvm.compile(mod, target=TARGET, relax_pipeline=pipe)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    weights = [tvm.runtime.tensor(p.numpy()) for p in detached["main"]]
+    names = set()
+    try:
+        weights = list(vm["main_transform_params"](weights))
+        names.add("main_transform_params")
+    except AttributeError:
+        pass
+    out = vm["main"](*[tvm.runtime.tensor(a.numpy()) for a in args], *weights)
+    return [out[i].numpy() for i in range(len(out))], stats, names
+
+
+def check_against_unscheduled(module, args, atol=2e-5, **pipeline_kwargs):
+    got, stats, names = compile_run(module, args, **pipeline_kwargs)
+    plain, plain_stats, _ = compile_run(module, args, **OFF)
+    with torch.no_grad():
+        expected = module(*args)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert not plain_stats.get("contraction") and not plain_stats.get("attention")
+    for g, p, e in zip(got, plain, expected):
+        scale = max(1.0, float(np.abs(e.numpy()).max()))
+        assert np.abs(g - p).max() <= atol * scale, np.abs(g - p).max()
+        assert np.abs(g - e.numpy()).max() <= atol * scale, np.abs(g - e.numpy()).max()
+    assert not stats.get("errors"), stats.get("errors")
+    assert not stats.get("fallback"), stats.get("fallback")
+    return stats, names
+
+
+class MLP(nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, h), nn.Linear(h, d)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def test_weights_are_packed_once_in_transform_params():
+    torch.manual_seed(0)
+    stats, names = check_against_unscheduled(MLP(64, 256), (torch.randn(2, 30, 64),))
+    assert "main_transform_params" in names
+    assert stats.get("contraction", 0) >= 2
+
+
+def test_packed_panels_with_ragged_rows():
+    """Rows not a multiple of the register tile (tail predicate) over packed weight panels."""
+    torch.manual_seed(1)
+    stats, names = check_against_unscheduled(nn.Linear(128, 192), (torch.randn(37, 128),))
+    assert "main_transform_params" in names and stats.get("contraction", 0) >= 1
+
+
+class SDPA_(nn.Module):
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+@pytest.mark.parametrize("nq,nk,d", [(48, 128, 32), (24, 64, 64)])
+def test_fused_attention(nq, nk, d):
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(1, 3, n, d) * 2 for n in (nq, nk, nk))
+    stats, _ = check_against_unscheduled(SDPA_(), (q, k, v))
+    assert stats.get("attention") == 1
+
+
+def test_attention_shapes_it_cannot_tile_keep_the_generic_rules():
+    torch.manual_seed(3)
+    q, k, v = (torch.randn(1, 2, n, 16) for n in (10, 50, 50))  # 10 % ROWS and 50 % COLS are not 0
+    stats, _ = check_against_unscheduled(SDPA_(), (q, k, v))
+    assert "attention" not in stats
+
+
+def test_attention_with_extreme_scores_matches_softmax():
+    """Scores far apart: the row max keeps exp() finite; fast_exp clamps at +-88."""
+    q = torch.zeros(1, 1, 24, 16)
+    q[..., 0] = 40.0
+    k = torch.randn(1, 1, 64, 16)
+    v = torch.randn(1, 1, 64, 16)
+    stats, _ = check_against_unscheduled(SDPA_(), (q, k, v), atol=1e-5)
+    assert stats.get("attention") == 1
+
+
+def test_patch_conv_as_matmul():
+    torch.manual_seed(4)
+    conv = nn.Conv2d(3, 32, kernel_size=4, stride=4, bias=True)
+    stats, _ = check_against_unscheduled(conv, (torch.randn(1, 3, 16, 20),))
+    assert stats.get("contraction", 0) >= 1
+
+
+class Nonlinear(nn.Module):
+    def forward(self, x):
+        return F.gelu(x), torch.softmax(x, -1)
+
+
+def test_fast_exp_and_erf_stay_within_1e6():
+    x = torch.linspace(-30, 30, 64 * 48).reshape(64, 48)
+    x[0, :8] = torch.tensor([-1e4, -100.0, -88.0, -1e-3, 1e-3, 88.0, 100.0, 1e4])
+    got, _, _ = compile_run(Nonlinear(), (x,))
+    for g, e in zip(got, Nonlinear()(x)):
+        assert np.isfinite(g).all()
+        assert np.abs(g - e.numpy()).max() <= 1e-6 * max(1.0, float(e.abs().max()))
+
+
+def test_host_cpu_is_resolved_for_llvm():
+    target = tvm_target({"kind": "llvm", "mcpu": "host"})
+    assert target.attrs["mcpu"] == str(tvm.target.codegen.llvm_get_system_cpu())
+    assert "host" not in str(target)
+
+
+def test_thread_pool_sized_like_torch():
+    """Left alone TVM halves the logical CPUs on x86; configure() gives it torch's thread count."""
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    code = "from sam3spec.runtime import threads; import torch; print(threads.configure(), torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    tvm_threads, torch_threads = out.stdout.split()
+    assert tvm_threads == torch_threads
+
