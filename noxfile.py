@@ -1,4 +1,5 @@
-"""Sessions: `nox -s port-cpu [-- MANIFEST] [--component NAME]`, `port-metal`, `port-cuda`, `tests`."""
+"""Sessions: `nox -s port-cpu [-- MANIFEST] [--component NAME]`, `port-metal`, `port-cuda`,
+`bench [-- MANIFEST]`, `tests`."""
 
 import nox
 
@@ -24,11 +25,15 @@ def install(session: nox.Session) -> None:
                 silent=False)
 
 
+def manifest_args(session: nox.Session) -> list[str]:
+    """The session's arguments, with the full-size manifest in front when none is named."""
+    given = any(a.endswith(".yaml") for a in session.posargs)
+    return list(session.posargs) if given else ["manifests/sam3-image.yaml", *session.posargs]
+
+
 def port(session: nox.Session, target: str) -> None:
     install(session)
-    args = session.posargs if any(a.endswith(".yaml") for a in session.posargs) else \
-        ["manifests/sam3-image.yaml", *session.posargs]
-    session.run("python", "-m", "sam3spec", "port", "--target", target, *args)
+    session.run("python", "-m", "sam3spec", "port", "--target", target, *manifest_args(session))
 
 
 @nox.session(name="port-cpu")
@@ -47,6 +52,14 @@ def port_metal(session: nox.Session) -> None:
 def port_cuda(session: nox.Session) -> None:
     """Compile for NVIDIA GPUs (CUDA, no Triton/FlashAttention); verification runs only where a GPU exists."""
     port(session, "cuda")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """TVM vs PyTorch eager latency per component on this CPU; ports what is not compiled yet.
+    Writes build/<manifest>/cpu/bench.json and bench.md."""
+    install(session)
+    session.run("python", "-m", "sam3spec", "bench", "--target", "cpu", "--build", *manifest_args(session))
 
 
 @nox.session

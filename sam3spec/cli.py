@@ -140,6 +140,11 @@ def _cpu_name() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
 
 
+def _compiled(directory: Path) -> bool:
+    path = directory / "compile.json"
+    return path.is_file() and json.loads(path.read_text()).get("status") == "ok"
+
+
 def cmd_bench(args) -> int:
     manifests = _load_all([args.manifest])
     if manifests is None:
@@ -151,8 +156,11 @@ def cmd_bench(args) -> int:
         return EXIT_INVALID
     comps = [c for c in plan.components if args.target in c.targets and (not args.component or c.name in args.component)]
     build = plan.build_dir(_root(), args.target)
-    missing = [c.name for c in comps if not (build / c.name / "compile.json").is_file()
-               or json.loads((build / c.name / "compile.json").read_text()).get("status") != "ok"]
+    missing = [c.name for c in comps if not _compiled(build / c.name)]
+    if missing and args.build:
+        print(f"bench: porting {', '.join(missing)} first", flush=True)
+        cmd_port(argparse.Namespace(manifest=args.manifest, target=args.target, component=missing))
+        missing = [name for name in missing if not _compiled(build / name)]
     if missing:
         print(f"not compiled for {args.target}: {', '.join(missing)}; build them with "
               f"`python -m sam3spec port {args.manifest} --target {args.target}` (or nox -s port-cpu)", file=sys.stderr)
@@ -198,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--component", "-c", action="append", default=[], help="only this component (repeatable)")
     p.add_argument("--repeats", type=int, default=None,
                    help="alternated calls per component (default: enough for 2 s per side, at least 3)")
+    p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("clean", help="remove build/")

@@ -150,3 +150,16 @@ def test_thread_pool_sized_like_torch():
     tvm_threads, torch_threads = out.stdout.split()
     assert tvm_threads == torch_threads
 
+
+
+class TwoAttentions(nn.Module):
+    def forward(self, q, k, v):
+        first = F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(first, k, v) + first
+
+
+def test_attentions_of_one_shape_share_one_kernel():
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(1, 2, n, 16) for n in (24, 64, 64))
+    stats, _ = check_against_unscheduled(TwoAttentions(), (q, k, v))
+    assert stats.get("attention") == 1  # one scheduled kernel, called twice

@@ -29,7 +29,7 @@ Public API
 ``schedule_prim_func(func, cfg=None, stats=None, fname="main", target=None)``
     One PrimFunc; returns it unchanged when nothing applies. Never raises.
 A target without ``mcpu`` (``{"kind": "llvm"}``) is generic x86-64 (SSE2, no FMA): ~3x slower matmuls;
-the manifests name ``x86-64-v3``.
+the manifests name ``host`` (resolved by runtime.compile.tvm_target to the compiling CPU).
 
 Rules (one function each)
 -------------------------
