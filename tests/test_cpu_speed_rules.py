@@ -74,7 +74,7 @@ class MLP(nn.Module):
 def test_weights_are_packed_once_in_transform_params():
     torch.manual_seed(0)
     stats, names = check_against_unscheduled(MLP(64, 256), (torch.randn(2, 30, 64),))
-    assert "main_transform_params" in names
+    assert "main_transform_params" in names and stats.get("packed_weights") == 2
     assert stats.get("contraction", 0) >= 2
 
 
@@ -163,3 +163,31 @@ def test_attentions_of_one_shape_share_one_kernel():
     q, k, v = (torch.randn(1, 2, n, 16) for n in (24, 64, 64))
     stats, _ = check_against_unscheduled(TwoAttentions(), (q, k, v))
     assert stats.get("attention") == 1  # one scheduled kernel, called twice
+
+
+@pytest.mark.parametrize("out_channels", [24, 64])
+def test_conv_covering_the_whole_input_as_matmul(out_channels):
+    """The geometry encoder's 7x7 pooling conv over a 7x7 ROI (stride 1, one output): with 64 output
+    channels a pre-packed weight matmul (prepack), with 24 the patch-conv legalization."""
+    torch.manual_seed(6)
+    conv = nn.Conv2d(16, out_channels, kernel_size=7, stride=1, bias=True)
+    stats, names = check_against_unscheduled(conv, (torch.randn(3, 16, 7, 7),))
+    assert stats.get("contraction", 0) >= 1
+    assert ("packed_weights" in stats) == (out_channels % 64 == 0)
+
+
+class SlicedWeights(nn.Module):
+    """nn.MultiheadAttention's in_proj: one parameter, sliced into the q, k and v projections."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(192, 64) * 0.1)
+
+    def forward(self, x):
+        return F.linear(x, self.w[:64]) + F.linear(x, self.w[64:128]) * F.linear(x, self.w[128:])
+
+
+def test_slices_of_a_weight_are_packed_once():
+    torch.manual_seed(7)
+    stats, names = check_against_unscheduled(SlicedWeights(), (torch.randn(40, 64),))
+    assert stats.get("packed_weights") == 3 and "main_transform_params" in names

@@ -1029,8 +1029,9 @@ def conv_transpose_legalize_map() -> dict:
 
 
 def patch_conv_legalize_map() -> dict:
-    """``LegalizeOps`` override for ``nn.conv2d`` with stride == kernel size, no padding, dilation or
-    groups (a ViT patch embedding, 14x14 stride 14): patches [N, OH*OW, C*KH*KW] times weight rows
+    """``LegalizeOps`` override for ``nn.conv2d`` with stride == kernel size, or a kernel as large as the
+    input, no padding, dilation or groups (a ViT patch embedding, 14x14 stride 14; the geometry
+    encoder's 7x7 box pooling): patches [N, OH*OW, C*KH*KW] times weight rows
     [O, C*KH*KW] -- a matmul for :func:`rule_contraction` -- then an NCHW copy. TOPI's direct conv
     loop nest (input window inner) ran SAM3's 1008x1008 patch embedding in 1.6 s; anything else keeps
     the stock legalization."""
@@ -1043,12 +1044,14 @@ def patch_conv_legalize_map() -> dict:
         attrs = call.attrs
         try:
             kshape = [int(d) for d in call.args[1].ty.shape]
-            dshape = [int(d) for d in call.args[0].ty.shape]
+            dshape = [int(d) for d in list(call.args[0].ty.shape)[1:]]  # the batch may be symbolic
             simple = (
                 attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
-                and int(attrs.groups) == 1 and [int(v) for v in attrs.strides] == kshape[2:]
+                and int(attrs.groups) == 1
+                # stride == kernel, or one window covering the whole input (the stride does not matter)
+                and ([int(v) for v in attrs.strides] == kshape[2:] or dshape[1:] == kshape[2:])
                 and all(int(v) == 0 for v in attrs.padding) and all(int(v) == 1 for v in attrs.dilation)
-                and kshape[2] * kshape[3] > 1 and dshape[2] % kshape[2] == 0 and dshape[3] % kshape[3] == 0
+                and kshape[2] * kshape[3] > 1 and dshape[1] % kshape[2] == 0 and dshape[2] % kshape[3] == 0
             )
         except Exception:  # pylint: disable=broad-except
             simple = False
@@ -1161,7 +1164,7 @@ def pipeline(
                 else p
                 for p in legalize
             ]
-        packing = [prepack.pack_weights(TileConfig.for_target(target).col_tile), *prepack.lift()]
+        packing = [prepack.pack_weights(TileConfig.for_target(target).col_tile, stats), *prepack.lift()]
         passes = (
             (attention.fuse() if fuse_attention else [])
             + (packing if prepack_weights else [])

@@ -1,7 +1,8 @@
 """Weights laid out once at load time: a matmul whose right operand is a weight (a parameter, or a
-transposed one, as ``linear`` gives) reads it as K x ``col`` panels, ``w[k, n] -> wp[n // col, k, n % col]``,
-and :func:`lift` moves that re-layout (and the transpose) into ``main_transform_params``, which the
-runtime calls once when it loads the weights. Without it every call transposed and re-packed each weight.
+transposed one, as ``linear`` gives; or a conv2d whose kernel covers its whole input) reads it as K x
+``col`` panels, ``w[k, n] -> wp[n // col, k, n % col]``, and :func:`lift` moves that re-layout (and the
+transpose) into ``main_transform_params``, which the runtime calls once when it loads the weights.
+Without it every call transposed and re-packed each weight.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import tvm
 from tvm import relax, te
 
 _MATMUL = tvm.ir.Op.get("relax.matmul")
+_CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 _PERMUTE = tvm.ir.Op.get("relax.permute_dims")
 
 # Below this many weight elements a panel re-layout is not worth a separate kernel.
@@ -29,6 +31,15 @@ def packed_matmul(x: te.Tensor, wp: te.Tensor) -> te.Tensor:
     return te.compute((*x.shape[:-1], n), _sum, name="matmul_packed")
 
 
+def _static_shape(expr, skip: int = 0) -> list[int] | None:
+    """The shape from axis `skip` on, if those sizes are constants."""
+    shape = getattr(expr.ty, "shape", None)
+    try:
+        return [int(d) for d in list(shape)[skip:]] if shape is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _static_2d(expr) -> list[int] | None:
     shape = getattr(expr.ty, "shape", None)
     if shape is None or len(shape) != 2:
@@ -45,17 +56,61 @@ class _Prepack(relax.PyExprMutator):
         super().__init__(mod)
         self.col = col
         self.weights: set = set()
+        self.derived: dict = {}
         self.packed = 0
 
     def _is_weight(self, expr) -> bool:
-        if isinstance(expr, relax.Var) and expr in self.weights:
+        """Whether `expr` depends on the weights only (a parameter, or a transpose / slice / reshape of
+        parameters): what LiftTransformParams can compute once."""
+        if isinstance(expr, relax.Tuple):
+            return all(self._is_weight(field) for field in expr.fields)
+        if not isinstance(expr, relax.Var):
+            return not isinstance(expr, relax.Call)  # constants, shapes, prim values
+        if expr in self.weights:
             return True
-        bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-        return (isinstance(bound, relax.Call) and bound.op.same_as(_PERMUTE)
-                and isinstance(bound.args[0], relax.Var) and bound.args[0] in self.weights)
+        if expr not in self.derived:
+            self.derived[expr] = False  # no cycles in dataflow, but stay safe
+            bound = self.lookup_binding(expr)
+            if isinstance(bound, relax.Call):
+                parts = list(bound.args)
+            elif isinstance(bound, relax.TupleGetItem):
+                parts = [bound.tuple_value]
+            elif isinstance(bound, relax.Tuple):
+                parts = list(bound.fields)
+            else:
+                parts = None
+            self.derived[expr] = parts is not None and all(self._is_weight(p) for p in parts)
+        return self.derived[expr]
+
+    def _window_conv(self, call):
+        """conv2d whose kernel covers the whole input (one output position) with a weight parameter, as
+        x [N, C*H*W] @ w [O, C*H*W]^T reshaped to [N, O, 1, 1]; else None."""
+        x, w = call.args
+        attrs = call.attrs
+        kshape, dshape = _static_shape(w), _static_shape(x, skip=1)
+        if (kshape is None or dshape is None or not (isinstance(w, relax.Var) and w in self.weights)
+                or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"
+                or int(attrs.groups) != 1 or dshape != kshape[1:] or any(int(v) for v in attrs.padding)
+                or any(int(v) != 1 for v in attrs.dilation) or kshape[0] % self.col
+                or str(x.ty.dtype) != "float32" or str(w.ty.dtype) != "float32"):
+            return None
+        n, reduced = x.ty.shape[0], kshape[1] * kshape[2] * kshape[3]
+        rows = self.builder_.emit(relax.op.reshape(x, [n, reduced]))
+        w_t = self.builder_.emit(relax.op.permute_dims(relax.op.reshape(w, [kshape[0], reduced])))
+        product = self.builder_.emit(self._packed(rows, w_t))
+        return relax.op.reshape(product, [n, kshape[0], 1, 1])
+
+    def _packed(self, x, w):
+        col = self.col
+        wp = self.builder_.emit(relax.op.layout_transform(w, index_map=lambda k, n: (n // col, k, n % col)))
+        self.packed += 1
+        return self.builder_.call_te(packed_matmul, x, wp, primfunc_name_hint="matmul_packed")
 
     def visit_call_(self, call):  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
+        if call.op.same_as(_CONV2D):
+            rewritten = self._window_conv(call)
+            return call if rewritten is None else rewritten
         if not call.op.same_as(_MATMUL) or len(call.args) != 2:
             return call
         x, w = call.args
@@ -63,26 +118,29 @@ class _Prepack(relax.PyExprMutator):
         if (shape is None or shape[1] % self.col or shape[0] * shape[1] < MIN_WEIGHT_ELEMENTS
                 or str(x.ty.dtype) != "float32" or str(w.ty.dtype) != "float32" or not self._is_weight(w)):
             return call
-        col = self.col
-        wp = self.builder_.emit(relax.op.layout_transform(w, index_map=lambda k, n: (n // col, k, n % col)))
-        self.packed += 1
-        return self.builder_.call_te(packed_matmul, x, wp, primfunc_name_hint="matmul_packed")
+        return self._packed(x, w)
 
     def run(self, mod: tvm.IRModule) -> tvm.IRModule:
         for gvar, func in mod.functions_items():
             if not isinstance(func, relax.Function) or "num_input" not in (func.attrs or {}):
                 continue
             self.weights = set(func.params[int(func.attrs["num_input"]):])
+            self.derived = {}
             self.builder_.update_func(gvar, self.visit_expr(func))
         return self.builder_.get()
 
 
-def pack_weights(col: int) -> tvm.transform.Pass:
-    """Rewrite weight matmuls of functions with a ``num_input`` attribute to read ``col``-wide panels."""
+def pack_weights(col: int, stats: dict | None = None) -> tvm.transform.Pass:
+    """Rewrite weight matmuls of functions with a ``num_input`` attribute to read ``col``-wide panels;
+    ``stats["packed_weights"]`` counts them."""
 
     @tvm.transform.module_pass(opt_level=0, name="sam3spec.PackWeights")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return _Prepack(mod, col).run(mod)
+        rewriter = _Prepack(mod, col)
+        mod = rewriter.run(mod)
+        if stats is not None and rewriter.packed:
+            stats["packed_weights"] = stats.get("packed_weights", 0) + rewriter.packed
+        return mod
 
     return _pass
 
