@@ -16,6 +16,7 @@ ROWS = 24           # query rows per block (a multiple of ROW_TILE)
 ROW_TILE = 6        # register tile rows
 COLS = 64           # register tile columns (keys for the scores, values' features for the output)
 LANES = 16          # partial results per row of the row max and row sum
+KEY_CHUNK = 512     # keys per pass of P @ V (512 x 64 floats of V: 128 KiB, in L2)
 ATTR = "sam3spec.attention"
 
 _OPS = {name: tvm.ir.Op.get(f"relax.{name}") for name in ("matmul", "permute_dims", "multiply", "nn.softmax")}
@@ -153,12 +154,13 @@ def schedule(sch: Schedule, vec_lanes: int = 16) -> None:
     sch.parallel(outer)
     for name in ("attn_pv", "attn_sum", "attn_sum_part", exp_block, "attn_max", "attn_max_part", "attn_scores"):
         sch.compute_at(get(name) if isinstance(name, str) else name, outer, preserve_unit_loops=True)
-    # scores: [rows/6, keys/64] x head dim x [6 (unrolled), 64 (vector)]
+    # scores: [keys/64, rows/6] x head dim x [6 (unrolled), 64 (vector)]; keys outer, so that each
+    # 64-key slice of K^T is read once per block of rows (rows outer re-read all of K^T per row tile)
     scores = get("attn_scores")
     *_, ii, j, rd = sch.get_loops(scores)
     iio, iii = sch.split(ii, [None, ROW_TILE])
     jo, ji = sch.split(j, [None, COLS])
-    sch.reorder(iio, jo, rd, iii, ji)
+    sch.reorder(jo, iio, rd, iii, ji)
     sch.unroll(iii)
     sch.vectorize(ji)
     sch.decompose_reduction(scores, rd)
@@ -173,14 +175,17 @@ def schedule(sch: Schedule, vec_lanes: int = 16) -> None:
     *_, j = sch.get_loops(exp_block)
     _, jv = sch.split(j, [None, vec_lanes])
     sch.vectorize(jv)
-    # P @ V: [rows/6] x keys x [6 (unrolled), dv (vector)]
+    # P @ V: key chunks x [rows/6] x keys in the chunk x [6 (unrolled), dv (vector)]: a chunk of V
+    # (KEY_CHUNK x dv) stays in cache for all row tiles, the accumulators go through memory per chunk
     pv = get("attn_pv")
     *_, ii, e, rj = sch.get_loops(pv)
     iio, iii = sch.split(ii, [None, ROW_TILE])
-    sch.reorder(iio, rj, iii, e)
+    chunk = next(c for c in (KEY_CHUNK, 256, 128, COLS) if int(sch.get(rj).extent) % c == 0)
+    rjo, rji = sch.split(rj, [None, chunk])
+    sch.reorder(rjo, iio, rji, iii, e)
     sch.unroll(iii)
     sch.vectorize(e)
-    sch.decompose_reduction(pv, rj)
+    sch.decompose_reduction(pv, rjo)
     *_, e = sch.get_loops(out)
     sch.vectorize(e)
     # K transposed once per call: parallel over batch and head dim, keys vectorised
