@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="cpu", help="a cpu target name from the manifest (default: cpu)")
     p.add_argument("--component", "-c", action="append", default=[], help="only this component (repeatable)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="alternated turns per component (default: enough for 2 s per side, at least 5)")
+                   help="alternated turns per component (default: enough for 2 s per side, at least 3)")
     p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
     p.set_defaults(func=cmd_bench)
 

@@ -70,7 +70,7 @@ def write(plan: Plan, root: Path, target: str, components: list[str]) -> dict:
 def bench_markdown(bench: dict) -> str:
     lines = [f"# {bench['manifest']} on {bench['target']}: TVM vs PyTorch eager", "",
              f"{bench['cpu']}, {bench['threads']} threads for both. Medians over turns alternating PyTorch and TVM "
-             "(calls under 1 s: one untimed call first in each turn). FLOPs: multiply-adds x 2 of matmuls, "
+             "(in each turn an untimed call, then the timed one). FLOPs: multiply-adds x 2 of matmuls, "
              "convolutions and attention (torch.utils.flop_counter).", "",
              "| component | TVM ms | PyTorch ms | TVM / PyTorch | GFLOP | TVM GFLOP/s | PyTorch GFLOP/s | repeats |",
              "|---|---|---|---|---|---|---|---|"]

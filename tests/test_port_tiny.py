@@ -70,3 +70,20 @@ def test_a_failing_component_does_not_stop_the_others(tmp_path):
     status = {c["name"]: c["status"] for c in report["components"]}
     assert status["no_such_module"].startswith("export failed: ")
     assert status["sam_prompt_encoder"] == "verified"
+
+
+def test_bench_on_the_compiled_tiny_components(tiny_report):
+    """`bench` runs the compiled modules against PyTorch and writes bench.json / bench.md (no timing asserts)."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "sam3spec", "bench", "manifests/sam3-image-tiny.yaml",
+                             "-c", "scoring_box_head", "-c", "sam_prompt_encoder", "--repeats", "2"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bench = json.loads((ROOT / "build" / "sam3-image-tiny" / "cpu" / "bench.json").read_text())
+    rows = {r["component"]: r for r in bench["components"]}
+    assert set(rows) == {"scoring_box_head", "sam_prompt_encoder"}
+    for row in rows.values():
+        assert row["repeats"] == 2 and len(row["tvm_s"]) == 2 and row["tvm_median_s"] > 0
+        assert row["tvm_threads"] == row["threads"] == bench["threads"]
+    assert rows["scoring_box_head"]["flops"] > 0
+    assert "| scoring_box_head |" in (ROOT / "build" / "sam3-image-tiny" / "cpu" / "bench.md").read_text()
