@@ -54,6 +54,13 @@ Rules (one function each)
 * :func:`rule_spatial` - injective blocks: outer loops fused and parallel,
   innermost constant loop vectorised; transposes tiled 16x16 first.
 
+Before legalization (Relax level): :mod:`sam3spec.pipelines.attention` fuses
+softmax(q k^T) v into one kernel (scheduled by ``attention.schedule``);
+:mod:`sam3spec.pipelines.prepack` packs weight operands once in
+``main_transform_params``; ``FastMathTransform`` and :func:`gelu_fast_erf_legalize_map`
+vectorise exp / erf; :func:`patch_conv_legalize_map` and
+:func:`conv_transpose_legalize_map` turn stride == kernel convolutions into contractions.
+
 Every rule runs on a copy of the schedule: any error leaves that block as it
 was (``stats["errors"]`` records it). Symbolic extents are split by constant
 factors with tail predicates and never fused behind another loop (see
@@ -1003,23 +1010,24 @@ def conv_transpose_legalize_map() -> dict:
         def _te(data, kernel):
             n, c, h, w = data.shape
             o = kernel.shape[1]
-            # weights as [O, KH, KW, I]: contiguous along the reduction axis
-            # (read as IOHW the row stride is O*KH*KW floats, e.g. 8 KiB: L1 set conflicts)
+            # weights as [KH, KW, I, O] and planes with the output channel innermost: the register
+            # tile runs along O (512 or 256 wide: 64-lane tiles), not along the 72- or 144-wide rows
+            # (8-lane tiles, 90 GFLOP/s on the 1008x1008 neck)
             kernel_t = te.compute(
-                (o, kh, kw, c), lambda f, a, e, i: kernel[i, f, a, e], name="kernel_ohwi"
+                (kh, kw, c, o), lambda a, e, i, f: kernel[i, f, a, e], name="kernel_hwio"
             )
             rc = te.reduce_axis((0, c), name="rc")
             planes = te.compute(
-                (n, o, kh, kw, h, w),
-                lambda b, f, a, e, y, x: te.sum(
-                    data[b, rc, y, x].astype(out_dtype) * kernel_t[f, a, e, rc].astype(out_dtype),
+                (n, kh, kw, h, w, o),
+                lambda b, a, e, y, x, f: te.sum(
+                    data[b, rc, y, x].astype(out_dtype) * kernel_t[a, e, rc, f].astype(out_dtype),
                     axis=rc,
                 ),
                 name="conv2d_transpose_planes",
             )
             return te.compute(
                 (n, o, h * kh, w * kw),
-                lambda b, f, y, x: planes[b, f, y % kh, x % kw, y // kh, x // kw],
+                lambda b, f, y, x: planes[b, y % kh, x % kw, y // kh, x // kw, f],
                 name="depth_to_space",
             )
 
