@@ -96,21 +96,29 @@ def _run_script(script: Path, result: Path, *extra: str) -> bool:
     return code == 0
 
 
-def cmd_port(args) -> int:
-    manifests = _load_all([args.manifest])
-    if manifests is None:
-        return EXIT_INVALID
-    plan = plan_lib.make(manifests[0], _root())
+def _components(plan: plan_lib.Plan, args) -> list[str] | None:
+    """The components `args` names (--component, default all) that have `args.target`; None (and a message)
+    for an unknown target or component."""
     if args.target not in plan.targets:
         print(f"{args.manifest}: no target {args.target!r} (has: {', '.join(plan.targets)})", file=sys.stderr)
-        return EXIT_INVALID
+        return None
     names = [c.name for c in plan.components if args.target in c.targets]
     unknown = [n for n in args.component if n not in names]
     if unknown:
         print(f"unknown component(s) for {args.target}: {', '.join(unknown)} (has: {', '.join(names)})",
               file=sys.stderr)
+        return None
+    return args.component or names
+
+
+def cmd_port(args) -> int:
+    manifests = _load_all([args.manifest])
+    if manifests is None:
         return EXIT_INVALID
-    names = args.component or names
+    plan = plan_lib.make(manifests[0], _root())
+    names = _components(plan, args)
+    if names is None:
+        return EXIT_INVALID
     touched = render.write(render.render(plan, _root()), _root() / "generated", [plan.name])
     print(f"generate: {len(touched)} file(s) changed", flush=True)
     scripts = plan.generated_dir(_root())
@@ -150,11 +158,14 @@ def cmd_bench(args) -> int:
     if manifests is None:
         return EXIT_INVALID
     plan = plan_lib.make(manifests[0], _root())
-    target = plan.targets.get(args.target, {}).get("target")
-    if target is None or target["kind"] != "llvm":
+    names = _components(plan, args)
+    if names is None:
+        return EXIT_INVALID
+    target = plan.targets[args.target]["target"]
+    if target["kind"] != "llvm":
         print(f"{args.manifest}: bench runs on a cpu (llvm) target; {args.target!r} is not one", file=sys.stderr)
         return EXIT_INVALID
-    comps = [c for c in plan.components if args.target in c.targets and (not args.component or c.name in args.component)]
+    comps = [plan.component(name) for name in names]
     build = plan.build_dir(_root(), args.target)
     missing = [c.name for c in comps if not _compiled(build / c.name)]
     if missing and args.build:

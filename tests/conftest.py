@@ -24,8 +24,7 @@ def sam3_importable(tiny_plan):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_plan):
     """The reduced SAM3, built as export.py builds it (import- and build-phase substitutions applied)."""
-    substitute.apply(tiny_plan.model["substitutions"], "build")
-    return model_lib.build(tiny_plan.model, ROOT / "manifests")
+    return model_lib.build_substituted(tiny_plan.model, ROOT / "manifests")
 
 
 @pytest.fixture(scope="session")

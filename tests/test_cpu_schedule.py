@@ -17,6 +17,7 @@ from tvm import relax  # noqa: E402
 from tvm.relax.frontend.torch import from_exported_program  # noqa: E402
 
 from sam3spec.pipelines import cpu_basic  # noqa: E402
+from sam3spec.runtime.loader import transform_params  # noqa: E402
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 
@@ -33,8 +34,8 @@ def build(module, args, dynamic_shapes=None, keep_params=False, target=TARGET, *
     pipe = cpu_basic.pipeline(target, dynamic_shapes=dynamic_shapes is not None, stats=stats,
                               **pipeline_kwargs)
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=pipe), tvm.cpu())
-    if keep_params and pipeline_kwargs.get("prepack_weights", True):
-        params = list(vm["main_transform_params"](params))  # weights packed once (pipelines/prepack.py)
+    packed = transform_params(vm, params) if keep_params else None  # weights packed once (prepack.py)
+    params = params if packed is None else packed
 
     def run(*tensors):
         out = vm["main"](*[tvm.runtime.tensor(t.numpy()) for t in tensors], *params)

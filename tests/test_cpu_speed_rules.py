@@ -19,6 +19,7 @@ from tvm.relax.frontend.torch import from_exported_program  # noqa: E402
 from sam3spec.converters.sdpa_matmul import sdpa_matmul  # noqa: E402
 from sam3spec.pipelines import cpu_basic  # noqa: E402
 from sam3spec.runtime.compile import tvm_target  # noqa: E402
+from sam3spec.runtime.loader import transform_params  # noqa: E402
 
 TARGET = tvm_target({"kind": "llvm", "mcpu": "host", "num-cores": 2})
 OFF = dict(schedule=False, prepack_weights=False, fast_math=False, fuse_attention=False,
@@ -36,13 +37,9 @@ def compile_run(module, args, **pipeline_kwargs):
     executable = tvm.compile(mod, target=TARGET, relax_pipeline=pipe)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     weights = [tvm.runtime.tensor(p.numpy()) for p in detached["main"]]
-    names = set()
-    try:
-        weights = list(vm["main_transform_params"](weights))
-        names.add("main_transform_params")
-    except AttributeError:
-        pass
-    out = vm["main"](*[tvm.runtime.tensor(a.numpy()) for a in args], *weights)
+    packed = transform_params(vm, weights)
+    names = set() if packed is None else {"main_transform_params"}
+    out = vm["main"](*[tvm.runtime.tensor(a.numpy()) for a in args], *(weights if packed is None else packed))
     return [out[i].numpy() for i in range(len(out))], stats, names
 
 

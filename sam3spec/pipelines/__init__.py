@@ -6,3 +6,19 @@ def dataflow_lower_passes(backend, target, dynamic_shapes: bool) -> list:
     without RewriteDataflowReshape: it fails on symbolic reshapes ("padding factor ... is not divisible")."""
     return [p for p in backend.dataflow_lower_passes(target)
             if not (dynamic_shapes and p.info.name == "RewriteDataflowReshape")]
+
+
+def static_shape(expr, skip: int = 0) -> list[int] | None:
+    """The shape of a Relax expression from axis `skip` on, or None where a size is symbolic or unknown."""
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    try:
+        return [int(d) for d in list(shape)[skip:]] if shape is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def plain_conv2d(attrs, kernel_layout: str) -> bool:
+    """NCHW in and out, the given kernel layout, one group, no padding, no dilation."""
+    return (attrs.data_layout == "NCHW" and attrs.kernel_layout == kernel_layout and attrs.out_layout == "NCHW"
+            and int(attrs.groups) == 1 and all(int(v) == 0 for v in attrs.padding)
+            and all(int(v) == 1 for v in attrs.dilation))

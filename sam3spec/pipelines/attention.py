@@ -12,6 +12,8 @@ import tvm
 from tvm import relax, te, topi
 from tvm.s_tir import Schedule
 
+from sam3spec.pipelines import static_shape
+
 ROWS = 24           # query rows per block (a multiple of ROW_TILE)
 ROW_TILE = 6        # register tile rows
 COLS = 64           # register tile columns (keys for the scores, values' features for the output)
@@ -52,31 +54,24 @@ def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float) -> te.Tens
     return te.compute((*batch, nq, dv), lambda *i: acc[i] / total[i[:-1]], name="attn_out")
 
 
-def _static(expr) -> list[int] | None:
-    try:
-        return [int(s) for s in expr.ty.shape]
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
 @relax.expr_functor.mutator
 class _Fuse(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
-        self.fused = 0
-        self.kernels = {}
+        self.kernels = {}  # (shapes, scale) -> the kernel's GlobalVar
 
     def _bound(self, expr, op: str):
         call = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
         return call if isinstance(call, relax.Call) and call.op.same_as(_OPS[op]) else None
 
     def _match(self, call):
-        """(q, k, v, scale) if `call` is matmul(softmax(matmul(q, permute(k)) * scale, -1), v), else None."""
+        """(q, k, v, scale, shapes) if `call` is matmul(softmax(matmul(q, permute(k)) * scale, -1), v), else
+        None."""
         if not call.op.same_as(_OPS["matmul"]):
             return None
         probs, v = call.args
         softmax = self._bound(probs, "nn.softmax")
-        if softmax is None or int(softmax.attrs.axis) not in (-1, len(_static(probs) or []) - 1):
+        if softmax is None or int(softmax.attrs.axis) not in (-1, len(static_shape(probs) or []) - 1):
             return None
         scores, scale = softmax.args[0], 1.0
         scaled = self._bound(scores, "multiply")
@@ -91,7 +86,7 @@ class _Fuse(relax.PyExprMutator):
         if kt is None or scale <= 0:
             return None
         q, k = product.args[0], kt.args[0]
-        shapes = [_static(t) for t in (q, k, v)]
+        shapes = [static_shape(t) for t in (q, k, v)]
         if any(s is None for s in shapes) or len({len(s) for s in shapes}) != 1:
             return None
         rank = len(shapes[0])
@@ -103,16 +98,15 @@ class _Fuse(relax.PyExprMutator):
             return None
         if qs[-2] % ROWS or ks[-2] % COLS or vs[-1] % 16 or any(str(t.ty.dtype) != "float32" for t in (q, k, v)):
             return None
-        return q, k, v, scale
+        return q, k, v, scale, shapes
 
     def visit_call_(self, call):  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
         match = self._match(call)
         if match is None:
             return call
-        q, k, v, scale = match
-        key = (tuple(_static(q)), tuple(_static(k)), tuple(_static(v)), scale)
-        self.fused += 1
+        q, k, v, scale, shapes = match
+        key = (*map(tuple, shapes), scale)
         if key in self.kernels:  # one kernel per shape: 28 windowed ViT blocks share one
             return relax.call_tir(self.kernels[key], [q, k, v], call.ty)
         fused = self.builder_.call_te(attention, q, k, v, scale, primfunc_name_hint="attention")

@@ -79,7 +79,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic_pipeline
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import LoopRV, SBlockRV
 
-from sam3spec.pipelines import attention, dataflow_lower_passes, prepack
+from sam3spec.pipelines import attention, dataflow_lower_passes, plain_conv2d, prepack, static_shape
 
 logger = logging.getLogger(__name__)
 
@@ -835,6 +835,13 @@ def rule_row_reductions(
     return result
 
 
+def _record_error(stats: dict | None, where: str, err: Exception) -> None:
+    """stats["errors"] gets `where: Type: last line of the message` (TVM's errors print the whole IR)."""
+    if stats is not None:
+        msg = str(err).strip().splitlines()
+        stats.setdefault("errors", []).append(f"{where}: {type(err).__name__}: {msg[-1] if msg else ''}")
+
+
 def schedule_prim_func(
     func: tirx.PrimFunc,
     cfg: TileConfig | None = None,
@@ -857,10 +864,7 @@ def schedule_prim_func(
                 stats["attention"] = stats.get("attention", 0) + 1
             return sch.mod["main"]
         except Exception as err:  # pylint: disable=broad-except
-            if stats is not None:
-                msg = str(err).strip().splitlines()
-                stats.setdefault("errors", []).append(
-                    f"{fname}/attention: {type(err).__name__}: {msg[-1] if msg else ''}")
+            _record_error(stats, f"{fname}/attention", err)
     try:
         sch = Schedule(IRModule({"main": func}))
         root = _root_block(sch)
@@ -896,11 +900,7 @@ def schedule_prim_func(
             except Exception as err:  # pylint: disable=broad-except
                 logger.debug("cpu_basic: block %s left unscheduled: %s", name, err)
                 kind = None
-                if stats is not None:
-                    msg = str(err).strip().splitlines()
-                    stats.setdefault("errors", []).append(
-                        f"{fname}/{name}: {type(err).__name__}: {msg[-1] if msg else ''}"
-                    )
+                _record_error(stats, f"{fname}/{name}", err)
             if kind is not None:
                 sch = trial
             if stats is not None:
@@ -988,20 +988,13 @@ def conv_transpose_legalize_map() -> dict:
 
     def _legalize(bb, call):
         attrs = call.attrs
-        try:
-            kshape = [int(d) for d in call.args[1].ty.shape]
-            simple = (
-                attrs.data_layout == "NCHW"
-                and attrs.kernel_layout == "IOHW"
-                and attrs.out_layout == "NCHW"
-                and int(attrs.groups) == 1
-                and [int(v) for v in attrs.strides] == kshape[2:]
-                and all(int(v) == 0 for v in attrs.padding)
-                and all(int(v) == 0 for v in attrs.output_padding)
-                and all(int(v) == 1 for v in attrs.dilation)
-            )
-        except Exception:  # pylint: disable=broad-except
-            simple = False
+        kshape = static_shape(call.args[1])
+        simple = (
+            kshape is not None
+            and plain_conv2d(attrs, "IOHW")
+            and [int(v) for v in attrs.strides] == kshape[2:]
+            and all(int(v) == 0 for v in attrs.output_padding)
+        )
         if not simple:
             return default(bb, call)
         out_dtype = str(call.ty.dtype)
@@ -1050,19 +1043,14 @@ def patch_conv_legalize_map() -> dict:
 
     def _legalize(bb, call):
         attrs = call.attrs
-        try:
-            kshape = [int(d) for d in call.args[1].ty.shape]
-            dshape = [int(d) for d in list(call.args[0].ty.shape)[1:]]  # the batch may be symbolic
-            simple = (
-                attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
-                and int(attrs.groups) == 1
-                # stride == kernel, or one window covering the whole input (the stride does not matter)
-                and ([int(v) for v in attrs.strides] == kshape[2:] or dshape[1:] == kshape[2:])
-                and all(int(v) == 0 for v in attrs.padding) and all(int(v) == 1 for v in attrs.dilation)
-                and kshape[2] * kshape[3] > 1 and dshape[1] % kshape[2] == 0 and dshape[2] % kshape[3] == 0
-            )
-        except Exception:  # pylint: disable=broad-except
-            simple = False
+        kshape = static_shape(call.args[1])
+        dshape = static_shape(call.args[0], skip=1)  # the batch may be symbolic
+        simple = (
+            kshape is not None and dshape is not None and plain_conv2d(attrs, "OIHW")
+            # stride == kernel, or one window covering the whole input (the stride does not matter)
+            and ([int(v) for v in attrs.strides] == kshape[2:] or dshape[1:] == kshape[2:])
+            and kshape[2] * kshape[3] > 1 and dshape[1] % kshape[2] == 0 and dshape[2] % kshape[3] == 0
+        )
         if not simple:
             return default(bb, call)
         out_dtype = str(call.ty.dtype)

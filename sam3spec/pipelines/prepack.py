@@ -10,9 +10,10 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te
 
+from sam3spec.pipelines import plain_conv2d, static_shape
+
 _MATMUL = tvm.ir.Op.get("relax.matmul")
 _CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
-_PERMUTE = tvm.ir.Op.get("relax.permute_dims")
 
 # Below this many weight elements a panel re-layout is not worth a separate kernel.
 MIN_WEIGHT_ELEMENTS = 4096
@@ -29,25 +30,6 @@ def packed_matmul(x: te.Tensor, wp: te.Tensor) -> te.Tensor:
         return te.sum(x[(*idx[:-1], rk)] * wp[j // col, rk, j % col], axis=rk)
 
     return te.compute((*x.shape[:-1], n), _sum, name="matmul_packed")
-
-
-def _static_shape(expr, skip: int = 0) -> list[int] | None:
-    """The shape from axis `skip` on, if those sizes are constants."""
-    shape = getattr(expr.ty, "shape", None)
-    try:
-        return [int(d) for d in list(shape)[skip:]] if shape is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _static_2d(expr) -> list[int] | None:
-    shape = getattr(expr.ty, "shape", None)
-    if shape is None or len(shape) != 2:
-        return None
-    try:
-        return [int(d) for d in shape]
-    except (TypeError, ValueError):
-        return None
 
 
 @relax.expr_functor.mutator
@@ -86,13 +68,9 @@ class _Prepack(relax.PyExprMutator):
         """conv2d whose kernel covers the whole input (one output position) with a weight parameter, as
         x [N, C*H*W] @ w [O, C*H*W]^T reshaped to [N, O, 1, 1]; else None."""
         x, w = call.args
-        attrs = call.attrs
-        kshape, dshape = _static_shape(w), _static_shape(x, skip=1)
-        if (kshape is None or dshape is None or not (isinstance(w, relax.Var) and w in self.weights)
-                or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"
-                or int(attrs.groups) != 1 or dshape != kshape[1:] or any(int(v) for v in attrs.padding)
-                or any(int(v) != 1 for v in attrs.dilation) or kshape[0] % self.col
-                or str(x.ty.dtype) != "float32" or str(w.ty.dtype) != "float32"):
+        kshape, dshape = static_shape(w), static_shape(x, skip=1)
+        if (kshape is None or dshape != kshape[1:] or kshape[0] % self.col or not plain_conv2d(call.attrs, "OIHW")
+                or str(x.ty.dtype) != "float32" or str(w.ty.dtype) != "float32" or not self._is_weight(w)):
             return None
         n, reduced = x.ty.shape[0], kshape[1] * kshape[2] * kshape[3]
         rows = self.builder_.emit(relax.op.reshape(x, [n, reduced]))
@@ -114,8 +92,8 @@ class _Prepack(relax.PyExprMutator):
         if not call.op.same_as(_MATMUL) or len(call.args) != 2:
             return call
         x, w = call.args
-        shape = _static_2d(w)
-        if (shape is None or shape[1] % self.col or shape[0] * shape[1] < MIN_WEIGHT_ELEMENTS
+        shape = static_shape(w)
+        if (shape is None or len(shape) != 2 or shape[1] % self.col or shape[0] * shape[1] < MIN_WEIGHT_ELEMENTS
                 or str(x.ty.dtype) != "float32" or str(w.ty.dtype) != "float32" or not self._is_weight(w)):
             return call
         return self._packed(x, w)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from sam3spec.runtime import model as model_lib, samples, substitute
+from sam3spec.runtime import model as model_lib, samples
 from sam3spec.runtime.artifacts import heartbeat, progress
 from sam3spec.runtime.loader import Component
 from sam3spec.runtime.resolve import resolve
@@ -66,10 +66,7 @@ def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int) -> dict
 def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict, build_dir: str,
         seed: int, repeats: int | None = None, min_repeats: int = 3) -> list[dict]:
     """components: [{name, adapter, inputs, dims}] compiled under build_dir/<name>/."""
-    subs = model.get("substitutions", [])
-    substitute.apply(subs, "import")
-    substitute.apply(subs, "build")
-    net = model_lib.build(model, Path(manifest_dir))
+    net = model_lib.build_substituted(model, Path(manifest_dir))
     results = []
     for i, comp in enumerate(components, 1):
         progress(f"bench [{i}/{len(components)}] {comp['name']}")

@@ -40,10 +40,7 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
         outputs: list[str], dims: dict[str, dict], seed: int, out_dir: str) -> None:
     out = Path(out_dir)
     with step(out, "export") as result:
-        subs = model.get("substitutions", [])
-        substitute.apply(subs, "import")
-        substitute.apply(subs, "build")
-        net = model_lib.build(model, Path(manifest_dir))
+        net = model_lib.build_substituted(model, Path(manifest_dir))
         module = resolve(adapter)(net).eval()
         del net
         runs = [samples.make_all(inputs, case, seed + i) for i, case in enumerate(cases(dims))]
@@ -52,7 +49,7 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
             references = [_as_tuple(module(*args)) for args in runs]
         if len(references[0]) != len(outputs):
             raise ValueError(f"adapter returned {len(references[0])} outputs, the manifest names {len(outputs)}")
-        result["substitutions"] = substitute.apply(subs, "export", root=module)
+        result["substitutions"] = substitute.apply(model.get("substitutions", []), "export", root=module)
         progress(f"{component}: torch.export (strict=False)")
         with torch.no_grad(), heartbeat(f"{component}: torch.export"):
             program = torch.export.export(module, tuple(runs[0]), dynamic_shapes=dynamic_shapes(inputs, dims),

@@ -18,6 +18,15 @@ def device_for(target: dict):
     return getattr(tvm, DEVICES[target["kind"]])()
 
 
+def transform_params(vm, weights: list) -> list | None:
+    """The weights laid out as ``main`` takes them by ``main_transform_params``; None if there is none."""
+    try:
+        transform = vm["main_transform_params"]
+    except AttributeError:  # the pipeline packed no weights
+        return None
+    return list(transform(weights))
+
+
 class Component:
     """``Component(out_dir, target)(*inputs)`` runs the compiled ``main`` on numpy/torch inputs."""
 
@@ -34,11 +43,8 @@ class Component:
                                        self.device, memory_cfg="pooled")
         params = tvm.runtime.load_param_dict((out / "params.bin").read_bytes())
         weights = [tvm.runtime.tensor(params[f"p{i}"].numpy(), self.device) for i in range(len(params))]
-        try:
-            transform = self.vm["main_transform_params"]
-        except AttributeError:  # the pipeline packed no weights
-            transform = None
-        self.weights = list(transform(weights)) if transform is not None else weights
+        packed = transform_params(self.vm, weights)
+        self.weights = weights if packed is None else packed
         self.main = self.vm["main"]
 
     def tensors(self, inputs) -> list:

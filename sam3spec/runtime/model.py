@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from sam3spec.runtime import substitute
 from sam3spec.runtime.artifacts import progress
 from sam3spec.runtime.resolve import resolve
 
@@ -80,3 +81,11 @@ def build(model: dict, manifest_dir: Path) -> torch.nn.Module:
         progress(f"loading checkpoint {ckpt}")
         resolve(model["weights"]["loader"])(net, str(ckpt))
     return net.eval()
+
+
+def build_substituted(model: dict, manifest_dir: Path) -> torch.nn.Module:
+    """:func:`build` after the manifest's import- and build-phase substitutions, as every step builds it."""
+    subs = model.get("substitutions", [])
+    substitute.apply(subs, "import")
+    substitute.apply(subs, "build")
+    return build(model, manifest_dir)

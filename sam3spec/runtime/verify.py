@@ -35,7 +35,7 @@ def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: s
             progress(f"{component}: verify skipped ({result['reason']})")
             return
         compiled = Component(out, target)
-        if target["kind"] == "llvm":
+        if compiled.threads is not None:
             result["threads"] = compiled.threads
         per_output = {name: [] for name in reference["output_names"]}
         for n, case in enumerate(reference["cases"]):
