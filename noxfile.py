@@ -1,5 +1,5 @@
 """Sessions: `nox -s port-cpu [-- MANIFEST] [--component NAME]`, `port-metal`, `port-cuda`,
-`bench [-- MANIFEST]`, `tests`."""
+`bench [-- MANIFEST]`, `e2e-cpu [-- MANIFEST]`, `tests`."""
 
 import nox
 
@@ -8,10 +8,13 @@ nox.options.sessions = ["tests"]
 
 TORCH = "torch==2.13.0"  # the CPU build; installed first so that nothing else brings a CUDA torch
 TVM = "apache-tvm==0.27.0.post1"
-# sam3 0.1.4's own requirements (and those it imports without declaring: psutil, pillow), minus torch/torchvision.
+# sam3 0.1.4's own requirements (and those it imports without declaring: psutil, pillow; scipy for its Hungarian
+# matching, scikit-image for its CPU connected components, which SAM's mask post-processing calls), minus
+# torch/torchvision.
 SAM3_DEPS = ["numpy>=1.26,<2.4", "tqdm>=4.66,<4.68", "ftfy>=6.1.1,<6.4", "regex>=2025.11.3",
              "iopath>=0.1.10,<0.2", "typing_extensions>=4.8,<4.16", "huggingface-hub>=0.30,<2.0",
-             "einops>=0.8,<0.9", "pycocotools>=2.0.10,<2.1", "psutil", "pillow", "safetensors", "pyyaml"]
+             "einops>=0.8,<0.9", "pycocotools>=2.0.10,<2.1", "psutil", "pillow", "safetensors", "pyyaml",
+             "scipy>=1.11", "scikit-image==0.26.0"]
 NO_DEPS = ["sam3==0.1.4", "timm==1.0.31", "open_clip_torch==3.3.0"]  # each would pull torch + torchvision
 
 
@@ -60,6 +63,14 @@ def bench(session: nox.Session) -> None:
     Writes build/<manifest>/cpu/bench.json and bench.md."""
     install(session)
     session.run("python", "-m", "sam3spec", "bench", "--target", "cpu", "--build", *manifest_args(session))
+
+
+@nox.session(name="e2e-cpu")
+def e2e_cpu(session: nox.Session) -> None:
+    """SAM3 end to end on the CPU modules against PyTorch: the manifest's text, box and point prompts on a
+    photograph, under its parity contract (ports what is not compiled yet). Writes build/<manifest>/cpu/e2e/."""
+    install(session)
+    session.run("python", "-m", "sam3spec", "e2e", "--target", "cpu", "--build", *manifest_args(session))
 
 
 @nox.session

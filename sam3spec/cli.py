@@ -191,14 +191,177 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------------
+# end to end: predict, e2e
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """Bad input to predict / e2e: printed as one line, exit 2."""
+
+
+def _numbers(text: str, option: str, counts: tuple[int, ...], form: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts:
+        raise _Refused(f"{option} {text!r}: need {form} (numbers separated by commas)")
+    return values
+
+
+def _prompt(args) -> dict:
+    if not (args.text or args.box or args.point):
+        raise _Refused("give a prompt: --text \"...\", --box x0,y0,x1,y1 or --point x,y[,label]")
+    points = []
+    for text in args.point:
+        values = _numbers(text, "--point", (2, 3), "x,y or x,y,label")
+        points.append(values if len(values) == 3 else values + [1.0])
+    return {"name": "prompt", "text": args.text,
+            "boxes": [_numbers(t, "--box", (4,), "x0,y0,x1,y1") for t in args.box], "points": points}
+
+
+def _e2e_plan(manifest: str, target: str) -> plan_lib.Plan:
+    manifests = _load_all([manifest])
+    if manifests is None:
+        raise _Refused(f"{manifest} is not a valid manifest (errors above)")
+    plan = plan_lib.make(manifests[0], _root())
+    if plan.predict is None:
+        raise _Refused(f"{manifest} has no `predict` section: nothing says which app runs it end to end")
+    if target not in plan.targets:
+        raise _Refused(f"{manifest}: no target {target!r} (has: {', '.join(plan.targets)})")
+    return plan
+
+
+def _ready(plan: plan_lib.Plan, args, names: list[str], weights: dict) -> Path:
+    """The build directory, once every component `names` is compiled for the target and holds `weights`."""
+    from sam3spec.runtime import predict
+
+    build = plan.build_dir(_root(), args.target)
+    missing = predict.built(build, names)
+    if missing:
+        raise _Refused(f"{', '.join(missing)} not built for {args.target} under {os.path.relpath(build, _root())}; "
+                       f"build them with `python -m sam3spec port {plan.manifest} --target {args.target}` "
+                       f"(or nox -s port-{args.target} -- {plan.manifest})")
+    problem = predict.weights_problem(build, names, weights)
+    if problem:
+        env = plan.model["weights"].get("checkpoint_env", "SAM3SPEC_CHECKPOINT")
+        command = f"python -m sam3spec port {plan.manifest} --target {args.target}"
+        how = f"`{env}={weights['checkpoint']} {command}`" if weights.get("checkpoint") else f"`{command}` ({env} unset)"
+        raise _Refused(f"{problem}; rebuild with {how}")
+    return build
+
+
+def _weights(plan: plan_lib.Plan, checkpoint: str | None) -> dict:
+    """The model section with --checkpoint (if given) as its checkpoint, and what weights that means."""
+    from sam3spec.runtime import model as model_lib
+
+    model = dict(plan.model)
+    if checkpoint:
+        if not Path(checkpoint).is_file():
+            raise _Refused(f"checkpoint {checkpoint}: no such file")
+        model["weights"] = {**model["weights"], "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_env": None}
+    return model, model_lib.weights_source(model["weights"], _root() / plan.manifest_dir)
+
+
+def cmd_predict(args) -> int:
+    from sam3spec.runtime import model as model_lib, predict
+    from sam3spec.runtime.resolve import resolve
+
+    try:
+        plan = _e2e_plan(args.manifest, args.target)
+        prompt = _prompt(args)
+        image, problem = predict.open_image(args.image)
+        problem = problem or predict.prompt_problem(prompt, *image.size)
+        app = resolve(plan.predict["app"])
+        problem = problem or app.check(prompt, plan.dims)
+        if problem:
+            raise _Refused(problem)
+        if args.compare and predict.parity_too_large(image):
+            raise _Refused(predict.parity_too_large(image))
+        model, weights = _weights(plan, args.checkpoint)
+        names = app.components(prompt)
+        build = _ready(plan, args, names, weights)
+    except _Refused as exc:
+        print(f"sam3spec predict: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    threshold = plan.predict["threshold"]
+    out = Path(args.out) if args.out else build / "predict"
+    info = {"manifest": plan.name, "target": args.target, "image": args.image, "weights": predict.describe(weights)}
+    compiled = predict.compiled_model(app, model_cfg=model, sizes=plan.sizes, build_dir=build,
+                                      target=plan.targets[args.target]["target"], names=names)
+    if not args.compare:
+        det, seconds = predict.timed(app.predict, compiled, image, prompt, threshold)
+        summary = predict.write(out, image, det, threshold, {**info, "prompt": prompt, "seconds": round(seconds, 2)})
+        print(f"{det.path}: {summary['shown']} in {seconds:.1f} s; wrote {os.path.relpath(out, _root())}/"
+              f"{{detections.json,overlay.png,masks/}}")
+        return 0
+    original = model_lib.build_substituted(model, _root() / plan.manifest_dir)
+    rows = predict.parity_rows(app, compiled, original, image, [prompt], threshold, plan.predict["contract"], out, info)
+    return _parity_report(plan, args, out, image, info, rows)
+
+
+def _parity_report(plan, args, out: Path, image, info: dict, rows: list[dict]) -> int:
+    parity = {**info, "threshold": plan.predict["threshold"], "contract": plan.predict["contract"],
+              "image_size": list(image.size), "prompts": rows}
+    report_lib.write_parity(out, parity)
+    print("\n" + (out / "parity.md").read_text())
+    print(f"parity: {os.path.relpath(out, _root())}/parity.md and parity.json")
+    return 0 if all(row["ok"] for row in rows) else 1
+
+
+def cmd_e2e(args) -> int:
+    from sam3spec.runtime import model as model_lib, predict
+    from sam3spec.runtime.resolve import resolve
+
+    try:
+        plan = _e2e_plan(args.manifest, args.target)
+        e2e = plan.predict.get("e2e")
+        if not e2e:
+            raise _Refused(f"{args.manifest}: `predict` has no `e2e` section (image and prompts to check)")
+        app = resolve(plan.predict["app"])
+        image_path = model_lib.package_file(e2e["image"]["package"], e2e["image"]["file"])
+        image, problem = predict.open_image(image_path)
+        for prompt in e2e["prompts"]:
+            problem = problem or predict.prompt_problem(prompt, *image.size) or app.check(prompt, plan.dims)
+        if problem:
+            raise _Refused(problem)
+        model, weights = _weights(plan, None)
+        names = [c.name for c in plan.components if c.name in {n for p in e2e["prompts"] for n in app.components(p)}]
+        missing = predict.built(plan.build_dir(_root(), args.target), names)
+        if missing and args.build:
+            print(f"e2e: porting {', '.join(missing)} first", flush=True)
+            cmd_port(argparse.Namespace(manifest=args.manifest, target=args.target, component=missing))
+        build = _ready(plan, args, names, weights)
+    except _Refused as exc:
+        print(f"sam3spec e2e: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    out = build / "e2e"
+    info = {"manifest": plan.name, "target": args.target,
+            "image": f"{e2e['image']['package']}/{e2e['image']['file']}", "weights": predict.describe(weights)}
+    compiled = predict.compiled_model(app, model_cfg=model, sizes=plan.sizes, build_dir=build,
+                                      target=plan.targets[args.target]["target"], names=names)
+    original = model_lib.build_substituted(model, _root() / plan.manifest_dir)
+    rows = predict.parity_rows(app, compiled, original, image, e2e["prompts"], plan.predict["threshold"],
+                               plan.predict["contract"], out, info)
+    return _parity_report(plan, args, out, image, info, rows)
+
+
 def cmd_clean(args) -> int:
     shutil.rmtree(_root() / "build", ignore_errors=True)
     return 0
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line (`sam3spec predict: error: ...`), exit 2; --help still shows the usage."""
+
+    def error(self, message):
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sam3spec", description="Port SAM3 to TVM from declarative manifests.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineErrors(prog="sam3spec", description="Port SAM3 to TVM from declarative manifests.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrors)
     p = sub.add_parser("validate", help="check manifests (JSON Schema + semantic rules); exit 2 if invalid")
     p.add_argument("paths", nargs="*", help="manifest files (default: manifests/*.yaml)")
     p.set_defaults(func=cmd_validate)
@@ -219,6 +382,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="alternated turns per component (default: enough for 2 s per side, at least 3)")
     p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("predict", help="one prompt end to end on the compiled components: masks, boxes, scores")
+    p.add_argument("--manifest", "-m", default=DEFAULT_MANIFEST)
+    p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
+    p.add_argument("--image", required=True, help="the photograph (any format PIL reads)")
+    p.add_argument("--text", help="a text prompt, e.g. \"a cat\"")
+    p.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1",
+                   help="a box in pixels (repeatable); with --text, exemplars for it; with --point, SAM's box")
+    p.add_argument("--point", action="append", default=[], metavar="X,Y[,LABEL]",
+                   help="a point in pixels, label 1 (default) foreground or 0 background (repeatable): SAM's interactive path")
+    p.add_argument("--checkpoint", help="the weights the artifacts were built with (default: the manifest's)")
+    p.add_argument("--out", help="output directory (default: build/<manifest>/<target>/predict)")
+    p.add_argument("--compare", action="store_true",
+                   help="also run PyTorch with the same weights and write a parity report (exit 1 if outside the contract)")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("e2e", help="the manifest's end-to-end parity check (predict.e2e): every prompt, TVM vs PyTorch")
+    p.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)
+    p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
+    p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
+    p.set_defaults(func=cmd_e2e)
 
     p = sub.add_parser("clean", help="remove build/")
     p.set_defaults(func=cmd_clean)

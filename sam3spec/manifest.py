@@ -260,17 +260,30 @@ def _semantic_errors(data: dict, locs: dict) -> list[SourceError]:
     checks += [(("converters", i, "with"), c["with"]) for i, c in enumerate(data.get("converters", []))]
     checks += [(("targets", i, "pipeline"), t["pipeline"]) for i, t in enumerate(data["targets"])]
     checks += [(("model", "overrides", k), k) for k in data["model"].get("overrides", {})]
+    if "predict" in data:
+        checks.append((("predict", "app"), data["predict"]["app"]))
     for path, dotted in checks:
         problem = importable(dotted)
         if problem:
             err(path, problem, key=path[-2:] == ("overrides", dotted))
-    vocab = data["model"].get("vocabulary")
-    if vocab:
-        spec = importlib.util.find_spec(vocab["package"])
+    shipped = [(("model", "vocabulary"), data["model"].get("vocabulary"))]
+    e2e = data.get("predict", {}).get("e2e")
+    if e2e:
+        shipped.append((("predict", "e2e", "image"), e2e["image"]))
+        unique(e2e["prompts"], ("predict", "e2e", "prompts"), "prompt")
+        for i, prompt in enumerate(e2e["prompts"]):
+            if not {"text", "boxes", "points"} & set(prompt):
+                err(("predict", "e2e", "prompts", i), "a prompt needs text, boxes or points")
+            elif "text" in prompt and "points" in prompt:
+                err(("predict", "e2e", "prompts", i, "points"), "points take the interactive path, which has no text")
+    for path, ref in shipped:
+        if not ref:
+            continue
+        spec = importlib.util.find_spec(ref["package"])
         if spec is None or not spec.submodule_search_locations:
-            err(("model", "vocabulary", "package"), f"package {vocab['package']!r} is not installed")
-        elif not (Path(spec.submodule_search_locations[0]) / vocab["file"]).is_file():
-            err(("model", "vocabulary", "file"), f"{vocab['package']!r} ships no file {vocab['file']!r}")
+            err(path + ("package",), f"package {ref['package']!r} is not installed")
+        elif not (Path(spec.submodule_search_locations[0]) / ref["file"]).is_file():
+            err(path + ("file",), f"{ref['package']!r} ships no file {ref['file']!r}")
     return errors
 
 

@@ -32,6 +32,9 @@ class Plan:
     converters: dict[str, str]
     targets: dict[str, dict]
     components: list[ComponentPlan] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    dims: dict[str, dict] = field(default_factory=dict)  # every declared dim: min, max, example
+    predict: dict | None = None                          # the manifest's predict section, if any
 
     def generated_dir(self, root: Path) -> Path:
         return root / "generated" / self.name
@@ -64,6 +67,9 @@ def make(manifest: Manifest, root: Path) -> Plan:
         model={**data["model"], "substitutions": data.get("substitutions", [])},
         converters={c["op"]: c["with"] for c in data.get("converters", [])},
         targets={t["name"]: t for t in data["targets"]},
+        sizes=dict(sizes),
+        dims=dims,
+        predict=data.get("predict"),
     )
     for comp in data["components"]:
         inputs = []

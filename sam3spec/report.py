@@ -91,3 +91,32 @@ def write_bench(plan: Plan, root: Path, target: str, results: list[dict], cpu: s
     with atomic_path(build / "bench.md") as tmp:
         tmp.write_text(bench_markdown(bench))
     return bench
+
+
+def parity_markdown(parity: dict) -> str:
+    c = parity["contract"]
+    lines = [f"# {parity['manifest']} on {parity['target']}: end to end, TVM vs PyTorch", "",
+             f"Image {parity['image']} ({parity['image_size'][0]}x{parity['image_size'][1]}), weights: "
+             f"{parity['weights']}. Every query is compared (threshold 0); detections are matched one to one "
+             f"on mask IoU (Hungarian). Contract: mask IoU >= {c['mask_iou']}, box L-inf <= {c['box_px']} px, "
+             f"|score difference| <= {c['score']}, the same count above {parity['threshold']}.", "",
+             "| prompt | path | matched | min mask IoU | mean mask IoU | max box L-inf px | max score diff "
+             "| count above threshold (PyTorch / TVM) | TVM s | PyTorch s | result |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in parity["prompts"]:
+        m = row["metrics"]
+        result = "pass" if row["ok"] else "FAIL: " + "; ".join(row["failures"].values())
+        lines.append(f"| {row['name']} | {row['path']} | {m['matched']} | {m['min_mask_iou']:.4f} "
+                     f"| {m['mean_mask_iou']:.4f} | {m['max_box_linf_px']:.3g} | {m['max_score_diff']:.2e} "
+                     f"| {m['count_at_threshold']['pytorch']} / {m['count_at_threshold']['tvm']} "
+                     f"| {row['seconds']['tvm']:.1f} | {row['seconds']['pytorch']:.1f} | {result} |")
+    passed = sum(row["ok"] for row in parity["prompts"])
+    lines += ["", f"{passed} of {len(parity['prompts'])} prompts meet the contract. Side by side (PyTorch | TVM): "
+              + ", ".join(f"`{row['side_by_side']}`" for row in parity["prompts"]) + ".", ""]
+    return "\n".join(lines)
+
+
+def write_parity(out_dir: Path, parity: dict) -> None:
+    write_json(out_dir / "parity.json", parity)
+    with atomic_path(out_dir / "parity.md") as tmp:
+        tmp.write_text(parity_markdown(parity))

@@ -1,5 +1,8 @@
-"""Shared fixtures: the tiny manifest's plan, and its model built by the pipeline's own code."""
+"""Shared fixtures: the tiny manifest's plan, its model built by the pipeline's own code, and its port."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,18 @@ def tiny_dynamic(tiny_plan):
     """tiny_dynamic(component): torch.export dynamic_shapes for the component's manifest dims."""
     return lambda component: export.dynamic_shapes(tiny_plan.component(component).inputs,
                                                    tiny_plan.component(component).dims)
+
+
+def port_command(*args, cwd=ROOT):
+    """`python -m sam3spec port ARGS` in its own process (as a user runs it)."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TVM_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-m", "sam3spec", "port", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=3000)
+
+
+@pytest.fixture(scope="session")
+def tiny_port():
+    """The tiny manifest ported to the cpu target under build/ (every component): (process result, report)."""
+    result = port_command("manifests/sam3-image-tiny.yaml", "--target", "cpu")
+    report = json.loads((ROOT / "build" / "sam3-image-tiny" / "cpu" / "report.json").read_text())
+    return result, report

@@ -7,23 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import port_command
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ["vit_trunk", "neck", "text_encoder", "geometry_encoder", "fusion_encoder", "decoder",
               "scoring_box_head", "segmentation_head", "sam_prompt_encoder", "sam_mask_decoder"]
 
 
-def port(*args, cwd):
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TVM_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "-m", "sam3spec", "port", *args], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=3000)
-
-
 @pytest.fixture(scope="module")
-def tiny_report():
-    result = port("manifests/sam3-image-tiny.yaml", "--target", "cpu", cwd=ROOT)
-    report = json.loads((ROOT / "build" / "sam3-image-tiny" / "cpu" / "report.json").read_text())
-    return result, report
+def tiny_report(tiny_port):
+    return tiny_port
 
 
 def test_every_component_verified(tiny_report):
@@ -64,7 +57,7 @@ def test_a_failing_component_does_not_stop_the_others(tmp_path):
         "    adapter: sam3spec.runtime.resolve:resolve\n"   # called with the model: raises at export
         "    inputs: [{name: x, shape: [2], dtype: float32}]\n"
         "    outputs: [{name: y}]\n")
-    result = port("manifests/broken.yaml", "-c", "no_such_module", "-c", "sam_prompt_encoder", cwd=tmp_path)
+    result = port_command("manifests/broken.yaml", "-c", "no_such_module", "-c", "sam_prompt_encoder", cwd=tmp_path)
     assert result.returncode == 1
     report = json.loads((tmp_path / "build" / "broken" / "cpu" / "report.json").read_text())
     status = {c["name"]: c["status"] for c in report["components"]}

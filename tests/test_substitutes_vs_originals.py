@@ -73,6 +73,30 @@ def test_torchvision_transforms_standins_equal_torchvision():
     assert (real_bn(x) - ours_bn(x)).abs().max().item() < 1e-6
 
 
+@needs_torchvision
+@pytest.mark.parametrize("size", [(1008, 1008), (336, 336), (120, 90)])
+def test_sam3_processor_transform_standin_equals_torchvision_v2(size):
+    """Sam3Processor's transform (sam3_image_processor.py:20) built from the stand-in and from torchvision v2,
+    on a PIL photograph-sized image: bit-identical, uint8 resize included."""
+    from PIL import Image
+
+    from sam3spec.substitutes.torchvision_standin.transforms import v2 as ours
+
+    def transform(v2):
+        return v2.Compose([v2.ToDtype(torch.uint8, scale=True), v2.Resize(size=size),
+                           v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])
+
+    g = torch.Generator().manual_seed(2)
+    pixels = (torch.rand(300, 451, 3, generator=g) * 255).to(torch.uint8).numpy()
+    image = Image.fromarray(pixels)
+    from torchvision.transforms import v2 as real
+
+    want = transform(real)(real.functional.to_image(image))
+    got = transform(ours)(ours.functional.to_image(image))
+    assert got.shape == want.shape == (3, *size) and got.dtype == want.dtype == torch.float32
+    assert torch.equal(got, torch.as_tensor(want))
+
+
 @needs_cuda
 @pytest.mark.skipif(not os.environ.get("SAM3_EDT_PY"), reason="SAM3_EDT_PY (sam3/model/edt.py) not given")
 def test_edt_equals_sam3_triton():

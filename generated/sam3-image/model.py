@@ -63,6 +63,12 @@ MODEL = {'package': 'sam3',
                     'when': 'export',
                     'reason': 'position_encoding.py:54 uses len(x), which pins the number of boxes '
                               'and points to the example.'},
+                   {'name': 'interactive_feat_sizes',
+                    'replace': 'sam3.model.sam1_task_predictor:SAM3InteractiveImagePredictor.__init__',
+                    'with': 'sam3spec.substitutes.interactive_feat_sizes:predictor_init',
+                    'when': 'build',
+                    'reason': 'sam1_task_predictor.py:64 hardcodes the feature sizes of a 1008 '
+                              'input (288, 144, 72); reduced variants need theirs.'},
                    {'name': 'decoder_static_feat_size',
                     'replace': 'sam3.model.decoder:TransformerDecoder._get_rpb_matrix',
                     'with': 'sam3spec.substitutes.decoder_static_feat_size:get_rpb_matrix',

@@ -40,6 +40,7 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
         outputs: list[str], dims: dict[str, dict], seed: int, out_dir: str) -> None:
     out = Path(out_dir)
     with step(out, "export") as result:
+        result["weights"] = model_lib.weights_source(model["weights"], Path(manifest_dir))
         net = model_lib.build_substituted(model, Path(manifest_dir))
         module = resolve(adapter)(net).eval()
         del net

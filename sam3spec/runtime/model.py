@@ -45,6 +45,11 @@ def constructor_overrides(overrides: dict[str, dict]):
             setattr(module, name, cls)
 
 
+def package_file(package: str, file: str) -> str:
+    """A data file an installed package ships (e.g. open_clip's BPE vocabulary)."""
+    return str(Path(importlib.util.find_spec(package).submodule_search_locations[0]) / file)
+
+
 def checkpoint_path(weights: dict, manifest_dir: Path) -> Path | None:
     """The checkpoint to load: the environment variable named by the manifest wins, then the manifest."""
     env = weights.get("checkpoint_env")
@@ -59,14 +64,21 @@ def checkpoint_path(weights: dict, manifest_dir: Path) -> Path | None:
     return path
 
 
+def weights_source(weights: dict, manifest_dir: Path) -> dict:
+    """Which weights a build gets: the seed, and the checkpoint (absolute path and size) when there is one.
+    Recorded in export.json, so that a run on the compiled artifacts can say which weights they hold."""
+    ckpt = checkpoint_path(weights, manifest_dir)
+    return {"seed": weights["seed"], "checkpoint": str(ckpt.resolve()) if ckpt else None,
+            "checkpoint_bytes": ckpt.stat().st_size if ckpt else None}
+
+
 def build(model: dict, manifest_dir: Path) -> torch.nn.Module:
     """Build the full model on CPU in eval mode, with the manifest's seed, overrides and weights."""
     torch.manual_seed(model["weights"]["seed"])
     kwargs = dict(model.get("builder_args", {}))
     vocab = model.get("vocabulary")
     if vocab:
-        package_dir = importlib.util.find_spec(vocab["package"]).submodule_search_locations[0]
-        kwargs[vocab["argument"]] = str(Path(package_dir) / vocab["file"])
+        kwargs[vocab["argument"]] = package_file(vocab["package"], vocab["file"])
     progress(f"building {model['builder']} ({model['package']} {model['version']})")
     builder = resolve(model["builder"])
     with constructor_overrides(model.get("overrides", {})):

@@ -1,5 +1,7 @@
 """Names SAM3 or timm import from torchvision but the ported path never calls."""
 
+import importlib
+
 
 class _Placeholder:
     """Stands for a torchvision name SAM3 imports but the ported path never uses."""
@@ -28,6 +30,11 @@ def module_getattr(module_name: str):
     def __getattr__(name: str):
         if name.startswith("__"):
             raise AttributeError(name)
+        try:  # a real submodule of the stand-in (`from torchvision.transforms import v2` asks here first)
+            return importlib.import_module(f"{module_name}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{module_name}.{name}":
+                raise
         return _Placeholder(f"{module_name}.{name}".replace("sam3spec.substitutes.torchvision_standin", "torchvision"))
 
     return __getattr__
