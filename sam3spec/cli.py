@@ -252,7 +252,7 @@ def _ready(plan: plan_lib.Plan, args, names: list[str], weights: dict) -> Path:
     return build
 
 
-def _weights(plan: plan_lib.Plan, checkpoint: str | None) -> dict:
+def _weights(plan: plan_lib.Plan, checkpoint: str | None) -> tuple[dict, dict]:
     """The model section with --checkpoint (if given) as its checkpoint, and what weights that means."""
     from sam3spec.runtime import model as model_lib
 
