@@ -239,3 +239,14 @@ def test_artifacts_built_with_other_weights_are_refused(tiny_port, photo, tmp_pa
     line, = result.stderr.strip().splitlines()
     assert "holds random weights (seed 0), not checkpoint" in line
     assert f"SAM3SPEC_CHECKPOINT={checkpoint} python -m sam3spec port manifests/sam3-image-tiny.yaml" in line
+
+
+def test_outputs_say_so_when_nothing_is_detected(photo, tmp_path):
+    from sam3spec.apps.sam3_image import Detections
+
+    none = Detections(np.zeros((0, photo.height, photo.width), bool), np.zeros((0, 4), np.float32),
+                      np.zeros(0, np.float32), "grounding")
+    summary = predict.write(tmp_path, photo, none, 0.5, {"target": "cpu"})
+    assert summary["detections"] == [] and summary["shown"] == "no detection above 0.5"
+    assert json.loads((tmp_path / "detections.json").read_text())["above_threshold"] == 0
+    assert (tmp_path / "overlay.png").is_file()

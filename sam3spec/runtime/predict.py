@@ -63,7 +63,8 @@ def weights_problem(build_dir: Path, names: list[str], wanted: dict) -> str | No
         if held is None:
             return f"{name}: its export.json does not say which weights it holds (built before weights were recorded)"
         if held != wanted:
-            return f"{name} holds {describe(held)}, not {describe(wanted)}"
+            use = f" (to use them: --checkpoint {held['checkpoint']})" if held.get("checkpoint") else ""
+            return f"{name} holds {describe(held)}, not {describe(wanted)}{use}"
     return None
 
 
@@ -103,6 +104,8 @@ def shown(det, threshold: float) -> tuple[list[int], str]:
     above = [i for i in order if det.scores[i] > threshold]
     if above:
         return above, f"{len(above)} detection(s) above {threshold:g}"
+    if not order:
+        return [], f"no detection above {threshold:g}"
     return order[:TOP_WHEN_NONE], f"none above {threshold:g}: top {min(TOP_WHEN_NONE, len(order))} shown"
 
 
