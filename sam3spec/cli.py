@@ -4,7 +4,6 @@ pipeline: manifest (load + validate) → plan → render → run → report."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 from sam3spec import manifest as manifest_lib, plan as plan_lib, render, report as report_lib
 from sam3spec.plan import STEPS
 from sam3spec.runtime.artifacts import write_json
+from sam3spec.runtime import loader
 
 DEFAULT_MANIFEST = "manifests/sam3-image.yaml"
 EXIT_INVALID = 2
@@ -96,6 +96,12 @@ def _run_script(script: Path, result: Path, *extra: str) -> bool:
     return code == 0
 
 
+def _load_plan(manifest: str) -> plan_lib.Plan | None:
+    """The manifest's plan; None, its errors printed, if it is not valid."""
+    manifests = _load_all([manifest])
+    return None if manifests is None else plan_lib.make(manifests[0], _root())
+
+
 def _components(plan: plan_lib.Plan, args) -> list[str] | None:
     """The components `args` names (--component, default all) that have `args.target`; None (and a message)
     for an unknown target or component."""
@@ -112,11 +118,8 @@ def _components(plan: plan_lib.Plan, args) -> list[str] | None:
 
 
 def cmd_port(args) -> int:
-    manifests = _load_all([args.manifest])
-    if manifests is None:
-        return EXIT_INVALID
-    plan = plan_lib.make(manifests[0], _root())
-    names = _components(plan, args)
+    plan = _load_plan(args.manifest)
+    names = _components(plan, args) if plan else None
     if names is None:
         return EXIT_INVALID
     touched = render.write(render.render(plan, _root()), _root() / "generated", [plan.name])
@@ -148,17 +151,9 @@ def _cpu_name() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
 
 
-def _compiled(directory: Path) -> bool:
-    path = directory / "compile.json"
-    return path.is_file() and json.loads(path.read_text()).get("status") == "ok"
-
-
 def cmd_bench(args) -> int:
-    manifests = _load_all([args.manifest])
-    if manifests is None:
-        return EXIT_INVALID
-    plan = plan_lib.make(manifests[0], _root())
-    names = _components(plan, args)
+    plan = _load_plan(args.manifest)
+    names = _components(plan, args) if plan else None
     if names is None:
         return EXIT_INVALID
     target = plan.targets[args.target]["target"]
@@ -167,11 +162,11 @@ def cmd_bench(args) -> int:
         return EXIT_INVALID
     comps = [plan.component(name) for name in names]
     build = plan.build_dir(_root(), args.target)
-    missing = [c.name for c in comps if not _compiled(build / c.name)]
+    missing = [c.name for c in comps if not loader.compiled(build / c.name)]
     if missing and args.build:
         print(f"bench: porting {', '.join(missing)} first", flush=True)
         cmd_port(argparse.Namespace(manifest=args.manifest, target=args.target, component=missing))
-        missing = [name for name in missing if not _compiled(build / name)]
+        missing = [name for name in missing if not loader.compiled(build / name)]
     if missing:
         print(f"not compiled for {args.target}: {', '.join(missing)}; build them with "
               f"`python -m sam3spec port {args.manifest} --target {args.target}` (or nox -s port-cpu)", file=sys.stderr)
@@ -222,10 +217,9 @@ def _prompt(args) -> dict:
 
 
 def _e2e_plan(manifest: str, target: str) -> plan_lib.Plan:
-    manifests = _load_all([manifest])
-    if manifests is None:
+    plan = _load_plan(manifest)
+    if plan is None:
         raise _Refused(f"{manifest} is not a valid manifest (errors above)")
-    plan = plan_lib.make(manifests[0], _root())
     if plan.predict is None:
         raise _Refused(f"{manifest} has no `predict` section: nothing says which app runs it end to end")
     if target not in plan.targets:
@@ -238,7 +232,7 @@ def _ready(plan: plan_lib.Plan, args, names: list[str], weights: dict) -> Path:
     from sam3spec.runtime import predict
 
     build = plan.build_dir(_root(), args.target)
-    missing = predict.built(build, names)
+    missing = [name for name in names if not loader.compiled(build / name)]
     if missing:
         raise _Refused(f"{', '.join(missing)} not built for {args.target} under {os.path.relpath(build, _root())}; "
                        f"build them with `python -m sam3spec port {plan.manifest} --target {args.target}` "
@@ -274,11 +268,9 @@ def cmd_predict(args) -> int:
         image, problem = predict.open_image(args.image)
         problem = problem or predict.prompt_problem(prompt, *image.size)
         app = resolve(plan.predict["app"])
-        problem = problem or app.check(prompt, plan.dims)
+        problem = problem or app.check(prompt, plan.dims) or (args.compare and predict.parity_too_large(image))
         if problem:
             raise _Refused(problem)
-        if args.compare and predict.parity_too_large(image):
-            raise _Refused(predict.parity_too_large(image))
         model, weights = _weights(plan, args.checkpoint)
         names = app.components(prompt)
         build = _ready(plan, args, names, weights)
@@ -320,15 +312,14 @@ def cmd_e2e(args) -> int:
         if not e2e:
             raise _Refused(f"{args.manifest}: `predict` has no `e2e` section (image and prompts to check)")
         app = resolve(plan.predict["app"])
-        image_path = model_lib.package_file(e2e["image"]["package"], e2e["image"]["file"])
-        image, problem = predict.open_image(image_path)
+        image, problem = predict.open_image(model_lib.package_file(e2e["image"]))
         for prompt in e2e["prompts"]:
             problem = problem or predict.prompt_problem(prompt, *image.size) or app.check(prompt, plan.dims)
         if problem:
             raise _Refused(problem)
         model, weights = _weights(plan, None)
         names = [c.name for c in plan.components if c.name in {n for p in e2e["prompts"] for n in app.components(p)}]
-        missing = predict.built(plan.build_dir(_root(), args.target), names)
+        missing = [name for name in names if not loader.compiled(plan.build_dir(_root(), args.target) / name)]
         if missing and args.build:
             print(f"e2e: porting {', '.join(missing)} first", flush=True)
             cmd_port(argparse.Namespace(manifest=args.manifest, target=args.target, component=missing))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sam3spec.runtime import model as model_lib, parity, predict
+from sam3spec.runtime import loader
 from sam3spec.runtime.resolve import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def app(tiny_plan):
 @pytest.fixture(scope="module")
 def photo(tiny_plan):
     image = tiny_plan.predict["e2e"]["image"]
-    loaded, problem = predict.open_image(model_lib.package_file(image["package"], image["file"]))
+    loaded, problem = predict.open_image(model_lib.package_file(image))
     assert problem is None
     return loaded
 
@@ -45,7 +46,7 @@ def pytorch_detections(app, tiny_model, photo):
 
 @pytest.fixture(scope="module")
 def compiled(app, tiny_plan, tiny_port):
-    assert not predict.built(BUILD, [c.name for c in tiny_plan.components]), tiny_port[0].stderr[-3000:]
+    assert all(loader.compiled(BUILD / c.name) for c in tiny_plan.components), tiny_port[0].stderr[-3000:]
     return predict.compiled_model(app, model_cfg=tiny_plan.model, sizes=tiny_plan.sizes, build_dir=BUILD,
                                   target=tiny_plan.targets["cpu"]["target"],
                                   names=[c.name for c in tiny_plan.components])
@@ -67,8 +68,7 @@ def test_the_compiled_glue_on_pytorch_components_is_sam3s_processor(app, tiny_pl
         with torch.no_grad():
             return tuple(adapters[name](*tensors))
 
-    vocab = tiny_plan.model["vocabulary"]
-    glue = app.compiled(run, tiny_plan.sizes, model_lib.package_file(vocab["package"], vocab["file"]))
+    glue = app.compiled(run, tiny_plan.sizes, model_lib.package_file(tiny_plan.model["vocabulary"]))
     for name, prompt in PROMPTS.items():
         calls.clear()
         ours, theirs = app.predict(glue, photo, prompt, 0.0), pytorch_detections[name]
@@ -119,8 +119,7 @@ def test_the_contract_fails_when_a_component_output_is_perturbed(prompt, compone
     torch.manual_seed(0)
     run = compiled.run
     perturbed = app.compiled(_perturbed(run, component, output, change), tiny_plan.sizes,
-                             model_lib.package_file(tiny_plan.model["vocabulary"]["package"],
-                                                    tiny_plan.model["vocabulary"]["file"]))
+                             model_lib.package_file(tiny_plan.model["vocabulary"]))
     result = parity.compare(pytorch_detections[prompt], app.predict(perturbed, photo, PROMPTS[prompt], 0.0),
                             threshold, contract)
     assert not result["ok"] and fails in result["failures"], result

@@ -3,6 +3,7 @@ out once by the library's ``main_transform_params`` when the pipeline made one (
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sam3spec.runtime import threads
@@ -16,6 +17,15 @@ def device_for(target: dict):
     import tvm
 
     return getattr(tvm, DEVICES[target["kind"]])()
+
+
+def compiled(out_dir: str | Path) -> bool:
+    """Whether out_dir holds a compiled component: its compile.json says ok and its library is there."""
+    step = Path(out_dir) / "compile.json"
+    if not step.is_file():
+        return False
+    result = json.loads(step.read_text())
+    return result.get("status") == "ok" and (Path(out_dir) / result.get("library", "")).is_file()
 
 
 def transform_params(vm, weights: list) -> list | None:

@@ -45,9 +45,9 @@ def constructor_overrides(overrides: dict[str, dict]):
             setattr(module, name, cls)
 
 
-def package_file(package: str, file: str) -> str:
-    """A data file an installed package ships (e.g. open_clip's BPE vocabulary)."""
-    return str(Path(importlib.util.find_spec(package).submodule_search_locations[0]) / file)
+def package_file(ref: dict) -> str:
+    """The data file {package, file} an installed package ships (open_clip's BPE vocabulary, a photograph)."""
+    return str(Path(importlib.util.find_spec(ref["package"]).submodule_search_locations[0]) / ref["file"])
 
 
 def checkpoint_path(weights: dict, manifest_dir: Path) -> Path | None:
@@ -78,7 +78,7 @@ def build(model: dict, manifest_dir: Path) -> torch.nn.Module:
     kwargs = dict(model.get("builder_args", {}))
     vocab = model.get("vocabulary")
     if vocab:
-        kwargs[vocab["argument"]] = package_file(vocab["package"], vocab["file"])
+        kwargs[vocab["argument"]] = package_file(vocab)
     progress(f"building {model['builder']} ({model['package']} {model['version']})")
     builder = resolve(model["builder"])
     with constructor_overrides(model.get("overrides", {})):

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from sam3spec.runtime.artifacts import atomic_path, progress, write_json
-from sam3spec.runtime.loader import LIBRARY_FILE
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
@@ -43,23 +42,11 @@ def prompt_problem(prompt: dict, width: int, height: int) -> str | None:
     return None
 
 
-def built(build_dir: Path, names: list[str]) -> list[str]:
-    """Those of `names` without a compiled library under build_dir (compile.json ok and the library there)."""
-    missing = []
-    for name in names:
-        step = build_dir / name / "compile.json"
-        ok = step.is_file() and json.loads(step.read_text()).get("status") == "ok"
-        lib = ok and (build_dir / name / json.loads(step.read_text()).get("library", LIBRARY_FILE["llvm"])).is_file()
-        if not lib:
-            missing.append(name)
-    return missing
-
-
 def weights_problem(build_dir: Path, names: list[str], wanted: dict) -> str | None:
     """Why the compiled artifacts do not hold the weights `wanted` (model.weights_source), or None."""
     for name in names:
-        export = json.loads((build_dir / name / "export.json").read_text()) if (build_dir / name / "export.json").is_file() else {}
-        held = export.get("weights")
+        record = build_dir / name / "export.json"
+        held = json.loads(record.read_text()).get("weights") if record.is_file() else None
         if held is None:
             return f"{name}: its export.json does not say which weights it holds (built before weights were recorded)"
         if held != wanted:
@@ -177,8 +164,7 @@ def compiled_model(app, *, model_cfg: dict, sizes: dict, build_dir: Path, target
     subs = model_cfg.get("substitutions", [])
     substitute.apply(subs, "import")
     substitute.apply(subs, "build")
-    vocab = model_cfg["vocabulary"]
-    return app.compiled(tvm_run(build_dir, target, names), sizes, model_lib.package_file(vocab["package"], vocab["file"]))
+    return app.compiled(tvm_run(build_dir, target, names), sizes, model_lib.package_file(model_cfg["vocabulary"]))
 
 
 def timed(fn, *args):
