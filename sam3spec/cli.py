@@ -125,21 +125,44 @@ def cmd_port(args) -> int:
     touched = render.write(render.render(plan, _root()), _root() / "generated", [plan.name])
     print(f"generate: {len(touched)} file(s) changed", flush=True)
     scripts = plan.generated_dir(_root())
+    verify_only = getattr(args, "verify_only", False)
+    if verify_only:
+        missing = [n for n in names if not loader.compiled(plan.build_dir(_root(), args.target) / n)]
+        if missing:
+            print(f"--verify-only: {', '.join(missing)} not compiled under {plan.build_dir(_root(), args.target)}; "
+                  f"compile them with `python -m sam3spec port {args.manifest} --target {args.target}` and copy "
+                  "build/ here", file=sys.stderr)
+            return EXIT_INVALID
+    # with --verify-only: the weights and reference rebuilt here (no torch.export), then verify
+    steps = ("reference", "verify") if verify_only else STEPS
     for i, name in enumerate(names, 1):
         print(f"\n=== [{i}/{len(names)}] {name} → {args.target} ===", flush=True)
         out = plan.build_dir(_root(), args.target) / name
-        for step in STEPS:
+        for step in steps:
             (out / f"{step}.json").unlink(missing_ok=True)
-        for step in STEPS:
-            script = scripts / name / ("export.py" if step == "export" else f"{step}_{args.target}.py")
-            extra = ["--target", args.target] if step == "export" else []
+        for step in steps:
+            script = scripts / name / (f"{step}_{args.target}.py" if step in ("compile", "verify") else "export.py")
+            extra = {"export": ["--target", args.target], "reference": ["--target", args.target, "--reference-only"],
+                     "verify": ["--rpc", args.rpc] if getattr(args, "rpc", None) else []}.get(step, [])
             if not _run_script(script, out / f"{step}.json", *extra):
                 break
-    report = report_lib.write(plan, _root(), args.target, names)
-    md = plan.build_dir(_root(), args.target) / "report.md"
+    return _report(plan, args.target, names)
+
+
+def _report(plan: plan_lib.Plan, target: str, names: list[str]) -> int:
+    report = report_lib.write(plan, _root(), target, names)
+    md = plan.build_dir(_root(), target) / "report.md"
     print("\n" + md.read_text())
     print(f"report: {os.path.relpath(md, _root())} and report.json")
     return 1 if report["failed"] else 0
+
+
+def cmd_report(args) -> int:
+    plan = _load_plan(args.manifest)
+    names = _components(plan, args) if plan else None
+    if names is None:
+        return EXIT_INVALID
+    return _report(plan, args.target, names)
 
 
 def _cpu_name() -> str:
@@ -157,8 +180,9 @@ def cmd_bench(args) -> int:
     if names is None:
         return EXIT_INVALID
     target = plan.targets[args.target]["target"]
-    if target["kind"] != "llvm":
-        print(f"{args.manifest}: bench runs on a cpu (llvm) target; {args.target!r} is not one", file=sys.stderr)
+    if target["kind"] not in ("llvm", "cuda"):
+        print(f"{args.manifest}: bench runs on cpu (llvm) and cuda targets; {args.target!r} is {target['kind']}",
+              file=sys.stderr)
         return EXIT_INVALID
     comps = [plan.component(name) for name in names]
     build = plan.build_dir(_root(), args.target)
@@ -178,8 +202,10 @@ def cmd_bench(args) -> int:
     results = bench.run(model=plan.model, manifest_dir=str(_root() / plan.manifest_dir),
                         components=[{"name": c.name, "adapter": c.adapter, "inputs": c.inputs, "dims": c.dims}
                                     for c in comps],
-                        target=target, build_dir=str(build), seed=plan.seed, repeats=args.repeats)
-    report_lib.write_bench(plan, _root(), args.target, results, _cpu_name(), torch.get_num_threads())
+                        target=target, build_dir=str(build), seed=plan.seed, repeats=args.repeats,
+                        precision=plan.targets[args.target].get("precision", "float32"))
+    machine = torch.cuda.get_device_name() if target["kind"] == "cuda" else _cpu_name()
+    report_lib.write_bench(plan, _root(), args.target, results, machine, torch.get_num_threads())
     md = build / "bench.md"
     print("\n" + md.read_text())
     print(f"bench: {os.path.relpath(md, _root())} and bench.json")
@@ -364,7 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)
     p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
     p.add_argument("--component", "-c", action="append", default=[], help="only this component (repeatable)")
+    p.add_argument("--rpc", metavar="HOST:PORT",
+                   help="verify on the device of a TVM RPC server (`python -m tvm.exec.rpc_server` on a Mac for metal)")
+    p.add_argument("--verify-only", action="store_true",
+                   help="libraries compiled on another machine (build/ copied here): rebuild weights and reference "
+                        "from the seed, then verify; needs the TVM runtime, not its compiler")
     p.set_defaults(func=cmd_port)
+    p = sub.add_parser("report", help="rewrite a target's report from its components' step results (verified elsewhere)")
+    p.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)
+    p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
+    p.add_argument("--component", "-c", action="append", default=[], help="only this component (repeatable)")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("bench", help="TVM vs PyTorch eager latency per compiled component (cpu)")
     p.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)
     p.add_argument("--target", default="cpu", help="a cpu target name from the manifest (default: cpu)")

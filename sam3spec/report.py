@@ -11,25 +11,31 @@ from sam3spec.runtime.artifacts import atomic_path, write_json
 
 def entry(component: str, directory: Path) -> dict:
     """One component's report entry: status is `verified`, `<step> failed: <error>` for the first failure,
-    or `compiled (verify skipped: <why>)` where the target's device is not on this machine."""
+    or `compiled` where the target's device was not reachable (`not_verified` says why, `how` what to run)."""
     steps, status, failed = {}, "verified", False
-    for name in STEPS:
+    for name in (*STEPS[:-1], "reference", STEPS[-1]):  # reference: rebuilt where verified (port --verify-only)
         path = directory / f"{name}.json"
         if not path.is_file():
-            if status == "verified":
+            if status == "verified" and name != "reference":
                 status, failed = f"{name} not run", True
             continue
         result = json.loads(path.read_text())
         steps[name] = result
         if result["status"] == "skipped" and status == "verified":
-            status = f"compiled ({name} skipped: {result.get('reason', '')})"
+            status = "compiled"
         elif result["status"] != "ok" and status == "verified":
             status, failed = f"{name} failed: {result.get('error', result['status'])}", True
-    verify = steps.get("verify", {})
+    verify, compiled = steps.get("verify", {}), steps.get("compile", {})
     return {
         "name": component,
         "status": status,
         "failed": failed,
+        "not_verified": verify.get("reason") if status == "compiled" else None,
+        "how": verify.get("how") if status == "compiled" else None,
+        "where": verify.get("where"),
+        "pipeline": compiled.get("pipeline"),
+        "schedule": compiled.get("schedule"),
+        "sources": compiled.get("sources", []),
         "seconds": {name: steps[name]["seconds"] for name in steps if "seconds" in steps[name]},
         "outputs": [{k: o.get(k) for k in ("name", "max_abs", "max_rel", "atol", "rtol", "ok")}
                     for o in verify.get("outputs", [])],
@@ -38,9 +44,44 @@ def entry(component: str, directory: Path) -> dict:
     }
 
 
+def _pipeline_lines(report: dict) -> list[str]:
+    """Which pipeline (and named choices) compiled the components, and which schedule rules it used."""
+    pipelines = {json.dumps(c["pipeline"], sort_keys=True) for c in report["components"] if c.get("pipeline")}
+    lines = [f"Pipeline: `{p['name']}` with {json.dumps(p['options'], sort_keys=True) if p['options'] else 'no options'}."
+             for p in map(json.loads, sorted(pipelines))]
+    rules: dict[str, int] = {}
+    passed_over = 0
+    for c in report["components"]:
+        for rule, n in ((c.get("schedule") or {}).get("rules") or {}).items():
+            rules[rule] = rules.get(rule, 0) + n
+        passed_over += len((c.get("schedule") or {}).get("passed_over") or [])
+    if rules:
+        lines.append("GPU schedule rules used (functions): " + ", ".join(f"{r} {n}" for r, n in sorted(rules.items()))
+                     + (f"; {passed_over} rule applications passed over (compile.json: schedule.passed_over)."
+                        if passed_over else "."))
+    return lines
+
+
+def summary(report: dict) -> list[str]:
+    """The lines above the table: counts, what was not verified and why, how to verify it, the pipeline."""
+    comps = report["components"]
+    lines = [f"{report['verified']} of {len(comps)} components verified"
+             + "".join(f" on {w}" for w in sorted({c['where'] for c in comps if c.get('where')}))
+             + (f", {report['failed']} failed" if report["failed"] else "") + "."]
+    waiting = [c for c in comps if c["status"] == "compiled"]
+    for reason in sorted({c["not_verified"] for c in waiting}):
+        names = [c["name"] for c in waiting if c["not_verified"] == reason]
+        how = next(c["how"] for c in waiting if c["not_verified"] == reason)
+        lines.append(f"**Not verified** ({len(names)} compiled only: {', '.join(names)}): {reason}. "
+                     + (f"To verify, {how}." if how else ""))
+    sources = sorted({s for c in comps for s in c.get("sources", [])})
+    if sources:
+        lines.append("Kernel source for review: " + ", ".join(f"`<component>/{s}`" for s in sources) + ".")
+    return lines + _pipeline_lines(report)
+
+
 def markdown(report: dict) -> str:
-    lines = [f"# {report['manifest']} on {report['target']}", "",
-             f"{report['verified']} of {len(report['components'])} components verified.", "",
+    lines = [f"# {report['manifest']} on {report['target']}", "", *[l + "\n" for l in summary(report)],
              "| component | status | output | max abs | max rel | atol | rtol | export s | compile s | verify s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for c in report["components"]:

@@ -1,44 +1,237 @@
-"""TVM's GPU pipeline (dlight Matmul/GEMV/Reduction/GeneralReduction/Fallback) for CUDA and Metal, usable
-with dynamic shapes (RewriteDataflowReshape dropped: "padding factor ... is not divisible") and on Metal
-without dlight's simdgroup MetalMatmul, which segfaults in Schedule.tensorize in apache-tvm 0.27."""
+"""TVM's GPU pipeline for CUDA and Metal (legalize, fuse, dlight's Matmul/GEMV/Reduction/GeneralReduction/
+Fallback rules, lower), with each way around a TVM 0.27 crash a named keyword that manifests declare under a
+target's ``pipeline_options`` and compile.json records, so the Metal choices can be run on CUDA unchanged."""
+
+from __future__ import annotations
 
 import contextlib
 
 import tvm
-from tvm.relax.backend.cuda import pipeline as cuda
+from tvm import relax, s_tir, tirx
 from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
+from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
-from sam3spec.pipelines import dataflow_lower_passes
+from sam3spec.pipelines import dataflow_lower_passes, prepack
+
+_CONCAT = tvm.ir.Op.get("relax.concat")
+RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
 
 
-def _decline(*_args, **_kwargs):
-    raise NotImplementedError("MetalMatmul disabled by sam3spec.pipelines.gpu_dlight")
+@relax.expr_functor.mutator
+class _DropEmptyConcatOperands(relax.PyExprMutator):
+    def visit_call_(self, call):  # pylint: disable=arguments-renamed
+        call = super().visit_call_(call)
+        if not call.op.same_as(_CONCAT) or not isinstance(call.args[0], relax.Tuple):
+            return call
+        fields = list(call.args[0].fields)
+        kept = [f for f in fields if not any(isinstance(d, tirx.IntImm) and d.value == 0
+                                             for d in getattr(getattr(f, "ty", None), "shape", None) or [])]
+        if len(kept) in (0, len(fields)):
+            return call
+        return relax.op.concat(kept, axis=call.attrs.axis)
+
+
+def drop_empty_concat_operands() -> tvm.transform.Pass:
+    """concat without its zero-size operands (SAM's ``coords[..., 2:]``): dlight's Fallback divides by zero
+    fusing a zero-extent loop."""
+
+    @tvm.transform.module_pass(opt_level=0, name="sam3spec.DropEmptyConcatOperands")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = _DropEmptyConcatOperands(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
+
+    return _pass
+
+
+_ASTYPE = tvm.ir.Op.get("relax.astype")
+
+
+@relax.expr_functor.mutator
+class _NoFloat64(relax.PyExprMutator):
+    def visit_call_(self, call):  # pylint: disable=arguments-renamed
+        if any(_is_float64_constant(a) for a in call.args):
+            call = relax.Call(call.op, [_as_float32(a) if _is_float64_constant(a) else a for a in call.args],
+                              call.attrs, call.ty_args)
+        call = super().visit_call_(call)
+        if call.op.same_as(_ASTYPE) and str(call.attrs.dtype) == "float64":
+            return relax.op.astype(call.args[0], "float32")
+        return call
+
+
+def _is_float64_constant(expr) -> bool:
+    return isinstance(expr, tvm.ir.expr.Constant) and str(expr.ty.dtype) == "float64"
+
+
+def _as_float32(const):
+    """A float64 constant in float32: a scalar (``clip``'s bounds, a FloatImm) stays a scalar."""
+    if isinstance(const, tirx.FloatImm):
+        return tirx.FloatImm("float32", const.value)
+    return relax.const(_numpy(const).astype("float32"), "float32")
+
+
+def _numpy(const):
+    """A Relax constant's value (a GenericConst holds ``value``, a tensor constant ``data``)."""
+    import numpy as np
+
+    return np.asarray(const.value.numpy() if hasattr(const.value, "numpy") else const.value)
+
+
+def float64_as_float32() -> tvm.transform.Pass:
+    """float64 arithmetic (the group_norm_f64 converter's statistics) in float32: Metal has no double type
+    ("Cannot convert type float64 to Metal type"); GPU reductions are tree-shaped, not one long fp32 sum."""
+
+    @tvm.transform.module_pass(opt_level=0, name="sam3spec.Float64AsFloat32")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = _NoFloat64(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
+
+    return _pass
+
+
+class SimpleLoops(dl.ScheduleRule):
+    """Last resort for a function no dlight rule schedules: each block's outermost loop, where it is
+    spatial, split over blocks x 64 threads (else one thread); no fusing, so no affine-map proofs that
+    symbolic shapes defeat. Correct, not fast."""
+
+    def apply(self, func, target, _tunable):
+        sch = s_tir.Schedule(func)
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            loops = sch.get_loops(block)
+            if loops and _spatial_only(sch, block, loops[0]):
+                bx, tx = sch.split(loops[0], factors=[None, 64])
+            else:
+                tx = sch.add_unit_loop(block)
+                bx = sch.add_unit_loop(tx)
+            sch.bind(bx, "blockIdx.x")
+            sch.bind(tx, "threadIdx.x")
+        return sch
+
+
+_get_sblock_realize = tvm.get_global_func("s_tir.schedule.GetSBlockRealize")
+
+
+def _spatial_only(sch, block, loop) -> bool:
+    """Whether `loop`'s variable feeds only spatial block iterators of `block`."""
+    var = sch.get(loop).loop_var
+    values = _get_sblock_realize(sch, block).iter_values
+    return not any(iv.iter_type != tirx.IterVar.DataPar
+                   and any(v.same_as(var) for v in tirx.analysis.undefined_vars(value))
+                   for iv, value in zip(sch.get(block).iter_vars, values))
+
+
+def _symbolic_thread_memory(sch) -> list[str]:
+    """Buffers in thread (local) or threadgroup (shared) memory whose size is not a constant: Metal needs a
+    compile-time bound for those (codegen_metal.cc: "requires a finite compile-time upper bound")."""
+    found, pending = [], [sch.get_sblock("root")]
+    while pending:
+        block = pending.pop()
+        pending.extend(sch.get_child_blocks(block))
+        for buf in sch.get(block).alloc_buffers:
+            if buf.scope().startswith(("local", "shared")) and not all(isinstance(d, tirx.IntImm) for d in buf.shape):
+                found.append(f"{buf.name} ({buf.scope()})")
+    return found
 
 
 @contextlib.contextmanager
-def _generic_matmul_on_metal(target: tvm.target.Target):
-    """dl.gpu.Matmul tries MetalMatmul first on Metal and falls back when it raises: make it raise."""
-    if target.kind.name != "metal":
+def _metal_matmul(enabled: bool):
+    """dl.gpu.Matmul tries the simdgroup MetalMatmul first on Metal and takes the generic rule when it raises.
+    Disabled, it raises at once: in apache-tvm 0.27 it segfaults in Schedule.tensorize (FINDINGS)."""
+    if enabled:
         yield
         return
+
+    def decline(*_args, **_kwargs):
+        raise NotImplementedError("MetalMatmul disabled (pipeline option metal_simdgroup_matmul: false)")
+
     original = dlight_matmul.MetalMatmul.apply
-    dlight_matmul.MetalMatmul.apply = _decline
+    dlight_matmul.MetalMatmul.apply = decline
     try:
         yield
     finally:
         dlight_matmul.MetalMatmul.apply = original
 
 
-def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False) -> tvm.transform.Pass:
-    backend = cuda if target.kind.name == "cuda" else gpu_generic
-    passes = [*backend.library_dispatch_passes(target), *backend.legalize_passes(target),
-              *dataflow_lower_passes(backend, target, dynamic_shapes),
-              *backend.finalize_passes(target)]
+def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thread_memory: bool,
+             last_resort: bool, metal_simdgroup_matmul: bool, stats: dict | None) -> tvm.transform.Pass:
+    """dlight's rules in order on each PrimFunc, the first that applies wins (as dl.ApplyDefaultSchedule).
+    skip_failing_rules: a rule that raises on a function is passed over, and the next one tried, instead of
+    failing the compile (GEMV's outer reduction, GeneralReduction's 'bind' on padded windows).
+    static_thread_memory: a schedule putting a symbolic-size buffer in thread/threadgroup memory is passed
+    over likewise. last_resort: SimpleLoops for functions that no rule schedules."""
+    rules = [(name, getattr(dl.gpu, name)()) for name in RULES] + ([("SimpleLoops", SimpleLoops())] if last_resort else [])
+    stats = {} if stats is None else stats
+    used, passed_over = stats.setdefault("rules", {}), stats.setdefault("passed_over", [])
+
+    def _one(name_hint, func):
+        for name, rule in rules:
+            try:
+                sch = rule.apply(func, target, False)
+            except Exception as exc:  # pylint: disable=broad-except
+                if not skip_failing_rules:
+                    raise
+                passed_over.append(f"{name_hint}: {name} raised {type(exc).__name__}: "
+                                   f"{str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ''}")
+                continue
+            if sch is None:
+                continue
+            symbolic = _symbolic_thread_memory(sch) if static_thread_memory else []
+            if symbolic:
+                passed_over.append(f"{name_hint}: {name} put symbolic-size {', '.join(symbolic)} in thread memory")
+                continue
+            used[name] = used.get(name, 0) + 1
+            return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        return None
+
+    @tvm.transform.module_pass(opt_level=0, name="sam3spec.GPUSchedule")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updated = {}
+        with _metal_matmul(metal_simdgroup_matmul):
+            for gvar, func in mod.functions_items():
+                if isinstance(func, tirx.PrimFunc) and not (func.attrs and func.attrs.get("tirx.is_scheduled")):
+                    done = _one(gvar.name_hint, func)
+                    if done is not None:
+                        updated[gvar] = done
+        for gvar, func in updated.items():
+            mod[gvar] = func
+        return mod
+
+    return _pass
+
+
+def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dict | None = None, *,
+             lift_weight_transforms: bool = True, drop_empty_concat: bool = True, float64: bool = True,
+             skip_failing_rules: bool = True,
+             static_thread_memory: bool = False, last_resort: bool = True, metal_simdgroup_matmul: bool = True,
+             schedule_as: dict | None = None) -> tvm.transform.Pass:
+    """The GPU pipeline. Keywords (a target's ``pipeline_options``):
+    lift_weight_transforms: weight-only work (the transposes ``linear`` makes) runs once, in
+        ``main_transform_params``, not on every call (relax LiftTransformParams).
+    drop_empty_concat: :func:`drop_empty_concat_operands`.
+    float64: False gives :func:`float64_as_float32` (Metal).
+    skip_failing_rules, static_thread_memory, last_resort: :func:`schedule`.
+    metal_simdgroup_matmul: let dl.gpu.Matmul try MetalMatmul on Metal.
+    schedule_as: the target the rules schedule for, when not the one compiled for (``{kind: metal}`` on CUDA
+        gives Metal's schedules, to check them numerically on an NVIDIA GPU)."""
+    rules_target = tvm.target.Target(schedule_as) if schedule_as else target
+    legalize = [p for p in gpu_generic.legalize_passes(target) if p.info.name != "ApplyDefaultSchedule"]
+    passes = ([drop_empty_concat_operands()] if drop_empty_concat else []) \
+        + ([] if float64 else [float64_as_float32()]) \
+        + (prepack.lift() if lift_weight_transforms else []) \
+        + [*gpu_generic.library_dispatch_passes(target), *legalize,
+           schedule(rules_target, skip_failing_rules=skip_failing_rules, static_thread_memory=static_thread_memory,
+                    last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul, stats=stats),
+           *dataflow_lower_passes(gpu_generic, target, dynamic_shapes), *gpu_generic.finalize_passes(target)]
 
     @tvm.transform.module_pass(opt_level=0, name="sam3spec.gpu_dlight")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target, _generic_matmul_on_metal(target):
+        with target:
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline

@@ -64,29 +64,42 @@ def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int) -> dict
 
 
 def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict, build_dir: str,
-        seed: int, repeats: int | None = None, min_repeats: int = 3) -> list[dict]:
-    """components: [{name, adapter, inputs, dims}] compiled under build_dir/<name>/."""
+        seed: int, repeats: int | None = None, min_repeats: int = 3, precision: str = "float32") -> list[dict]:
+    """components: [{name, adapter, inputs, dims}] compiled under build_dir/<name>/. On a cuda target both run
+    on the GPU (PyTorch eager in float32, or under autocast to `precision`: what PyTorch users run), each call
+    waited for; on llvm, on this CPU."""
+    from sam3spec.runtime.export import PRECISIONS, cast
+
+    gpu = target["kind"] == "cuda"
+    where = "cuda" if gpu else "cpu"
     net = model_lib.build_substituted(model, Path(manifest_dir))
     results = []
     for i, comp in enumerate(components, 1):
         progress(f"bench [{i}/{len(components)}] {comp['name']}")
-        module = resolve(comp["adapter"])(net).eval()
+        module = resolve(comp["adapter"])(net).eval().to(where)
         example = {name: d["example"] for name, d in comp["dims"].items()}
         args = samples.make_all(comp["inputs"], example, seed)
         compiled = Component(Path(build_dir) / comp["name"], target)
-        tvm_args = compiled.tensors(args)
+        tvm_args = compiled.tensors(cast(args, PRECISIONS[precision]))
+        args = [a.to(where) for a in args]
+        autocast = torch.autocast(where, dtype=PRECISIONS[precision], enabled=precision != "float32")
 
-        def torch_call(module=module, args=args):
-            with torch.no_grad():
+        def torch_call(module=module, args=args, autocast=autocast):
+            with torch.no_grad(), autocast:
                 module(*args)
+            if gpu:
+                torch.cuda.synchronize()
 
         def tvm_call(compiled=compiled, tvm_args=tvm_args):
             compiled.run_tensors(tvm_args)
+            compiled.device.sync()
 
         with heartbeat(f"bench {comp['name']}"):
             timing = measure(torch_call, tvm_call, repeats, min_repeats)
         count = flops(module, args)
         results.append({"component": comp["name"], "dims": example, "threads": torch.get_num_threads(),
+                        "precision": precision, "pytorch": f"eager {where}" + (f", autocast {precision}" if
+                                                                            precision != "float32" else ", float32"),
                         "tvm_threads": compiled.threads, "flops": count,
                         "tvm_gflops": count / timing["tvm_median_s"] / 1e9,
                         "torch_gflops": count / timing["torch_median_s"] / 1e9, **timing})

@@ -3,11 +3,13 @@ pipeline, and a library with the weights kept as inputs (saved beside it)."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
 
-from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step
+from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step, write_json
+from sam3spec.runtime.loader import PARAMS_FILE
 from sam3spec.runtime.loader import LIBRARY_FILE
 from sam3spec.runtime.resolve import resolve
 
@@ -45,8 +47,56 @@ def own_constants(func):
     return _Copy().visit_expr(func)
 
 
+def device_sources(executable) -> dict[str, str]:
+    """The GPU kernels' source, by language (``metal``: Metal Shading Language, ``cuda``), for review."""
+    found = {}
+    pending = list(executable.mod.imports)
+    while pending:
+        module = pending.pop()
+        pending.extend(module.imports)
+        kind = module.kind
+        if kind in SOURCE_FILE:
+            found[kind] = module.inspect_source(SOURCE_LANGUAGE.get(kind, ""))
+    return found
+
+
+SOURCE_FILE = {"metal": "kernels.metal", "cuda": "kernels.cu"}
+SOURCE_LANGUAGE = {"metal": "metal", "cuda": "cuda"}
+
+
+def cuda_compiler() -> str:
+    """Kernels compiled here to a fatbin by nvcc (so the GPU machine needs no compiler); without nvcc on PATH
+    the library keeps CUDA source, compiled when loaded (tvm_callback_cuda_compile there)."""
+    import os
+    import shutil
+
+    if not shutil.which("nvcc"):
+        return "none: CUDA source in the library, compiled where it is loaded"
+    os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+    importlib.import_module("tvm.support.nvcc")  # registers tvm_callback_cuda_compile
+
+    return f"nvcc ({os.environ['TVM_CUDA_COMPILE_MODE']}) on {shutil.which('nvcc')}"
+
+
+def weight_names(func, program) -> list[str]:
+    """The state-dict name of each weight parameter of the imported ``main``, in order."""
+    by_placeholder = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs
+                      if spec.target is not None}
+    return [by_placeholder[p.name] for p in func.params[int(func.attrs["num_input"]):]]
+
+
+def _describe(name: str, array) -> dict:
+    import hashlib
+
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    return {"name": name, "shape": list(array.shape), "dtype": str(array.dtype),
+            "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
+
+
 def run(*, component: str, target: dict, pipeline: str, converters: dict[str, str], dynamic: bool,
-        out_dir: str) -> None:
+        out_dir: str, pipeline_options: dict | None = None) -> None:
     import tvm
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
@@ -57,6 +107,7 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
         progress(f"{component}: importing into Relax")
         mod = from_exported_program(program, keep_params_as_input=True, run_ep_decomposition=False,
                                     custom_convert_map={op: resolve(fn) for op, fn in converters.items()})
+        names = weight_names(mod["main"], program)
         mod, params = relax.frontend.detach_params(mod)
         mod["main"] = own_constants(mod["main"])
         del program
@@ -64,12 +115,20 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
             tmp.write_text(mod.script(show_meta=False))
         with atomic_path(out / "params.bin") as tmp:
             tmp.write_bytes(tvm.runtime.save_param_dict({f"p{i}": p for i, p in enumerate(params["main"])}))
+        write_json(out / PARAMS_FILE, [_describe(name, p.numpy()) for name, p in zip(names, params["main"])])
         tgt = tvm_target(target)
+        if target["kind"] == "cuda":
+            result["cuda"] = cuda_compiler()
         result["target"] = str(tgt)
-        progress(f"{component}: compiling for {target['kind']} with {pipeline}")
+        result["pipeline"] = {"name": pipeline, "options": dict(pipeline_options or {})}
+        progress(f"{component}: compiling for {target['kind']} with {pipeline} {pipeline_options or ''}")
         with heartbeat(f"{component}: compiling"):
-            executable = tvm.compile(mod, target=tgt,
-                                     relax_pipeline=resolve(pipeline)(tgt, dynamic_shapes=dynamic))
+            executable = tvm.compile(mod, target=tgt, relax_pipeline=resolve(pipeline)(
+                tgt, dynamic_shapes=dynamic, stats=result.setdefault("schedule", {}), **(pipeline_options or {})))
+        for kind, source in device_sources(executable).items():
+            with atomic_path(out / SOURCE_FILE[kind]) as tmp:
+                tmp.write_text(source)
+            result.setdefault("sources", []).append(SOURCE_FILE[kind])
         with atomic_path(out / LIBRARY_FILE[target["kind"]]) as tmp:
             executable.export_library(str(tmp))
         result["library"] = LIBRARY_FILE[target["kind"]]

@@ -3,11 +3,13 @@ export-phase substitutions, torch.export it, and check the exported program re-r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
-from sam3spec.runtime import model as model_lib, samples, substitute
+from sam3spec.runtime import model as model_lib, reference, samples, substitute
+from sam3spec.runtime.loader import PARAMS_FILE
 from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step
 from sam3spec.runtime.resolve import resolve
 
@@ -36,10 +38,46 @@ def _as_tuple(out) -> tuple:
     return tuple(t.detach() for t in (out if isinstance(out, (tuple, list)) else (out,)))
 
 
+PRECISIONS = {"float32": torch.float32, "float16": torch.float16}
+
+
+def cast(args: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """Floating-point tensors in `dtype`, the rest (ints, bools) unchanged."""
+    return [t.to(dtype) if t.is_floating_point() else t for t in args]
+
+
+def write_params(module: torch.nn.Module, out: Path) -> int:
+    """params.bin from `module`, in the order and form that compile recorded in params.json (the library's
+    weights, by state-dict name): for a library compiled on another machine, with weights too big to carry.
+    Raises if a tensor differs in shape, dtype or content (sha256) from the one compile saw."""
+    import hashlib
+
+    import numpy as np
+    import tvm
+
+    recorded = json.loads((out / PARAMS_FILE).read_text())
+    state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    arrays = {}
+    for i, entry in enumerate(recorded):
+        array = np.ascontiguousarray(state[entry["name"]].detach().cpu().numpy())
+        if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"] \
+                or hashlib.sha256(array.tobytes()).hexdigest() != entry["sha256"]:
+            raise ValueError(f"weight {entry['name']} is not the one the library was compiled with "
+                             f"(shape {list(array.shape)}, {array.dtype}): built with other weights or another seed")
+        arrays[f"p{i}"] = tvm.runtime.tensor(array)
+    with atomic_path(out / "params.bin") as tmp:
+        tmp.write_bytes(tvm.runtime.save_param_dict(arrays))
+    return len(arrays)
+
+
 def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs: list[dict],
-        outputs: list[str], dims: dict[str, dict], seed: int, out_dir: str) -> None:
+        outputs: list[str], dims: dict[str, dict], seed: int, out_dir: str, precision: str = "float32",
+        reference_only: bool = False) -> None:
+    """reference_only: the weights (params.bin, from compile's params.json) and the reference, without
+    torch.export: on the machine that runs a library compiled elsewhere."""
     out = Path(out_dir)
-    with step(out, "export") as result:
+    with step(out, "reference" if reference_only else "export") as result:
+        result["precision"] = precision
         result["weights"] = model_lib.weights_source(model["weights"], Path(manifest_dir))
         net = model_lib.build_substituted(model, Path(manifest_dir))
         module = resolve(adapter)(net).eval()
@@ -50,6 +88,15 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
             references = [_as_tuple(module(*args)) for args in runs]
         if len(references[0]) != len(outputs):
             raise ValueError(f"adapter returned {len(references[0])} outputs, the manifest names {len(outputs)}")
+        if precision != "float32":  # the compiled module takes and computes in `precision`; references stay float32
+            module = module.to(PRECISIONS[precision])
+            runs = [cast(args, PRECISIONS[precision]) for args in runs]
+        if reference_only:
+            result["params"] = write_params(module, out)
+            reference.save(out / reference.FILE, [i["name"] for i in inputs], outputs,
+                           [{"inputs": args, "outputs": ref} for args, ref in zip(runs, references)])
+            progress(f"{component}: {result['params']} weights and the reference written")
+            return
         result["substitutions"] = substitute.apply(model.get("substitutions", []), "export", root=module)
         progress(f"{component}: torch.export (strict=False)")
         with torch.no_grad(), heartbeat(f"{component}: torch.export"):
@@ -64,7 +111,7 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
             max_abs(a, b) for ref, rr in zip(references, rerun) for a, b in zip(ref, rr))
         with atomic_path(out / "program.pt2") as tmp:
             torch.export.save(program, tmp)
-        with atomic_path(out / "reference.pt") as tmp:
-            torch.save({"input_names": [i["name"] for i in inputs], "output_names": outputs,
-                        "cases": [{"inputs": args, "outputs": ref} for args, ref in zip(runs, references)]}, tmp)
+        with atomic_path(out / reference.FILE) as tmp:
+            reference.save(tmp, [i["name"] for i in inputs], outputs,
+                           [{"inputs": args, "outputs": ref} for args, ref in zip(runs, references)])
         progress(f"{component}: exported; program re-run max abs diff {result['exported_vs_original_max_abs']:.3g}")

@@ -4,19 +4,43 @@ out once by the library's ``main_transform_params`` when the pipeline made one (
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from sam3spec.runtime import threads
 
 DEVICES = {"llvm": "cpu", "cuda": "cuda", "metal": "metal"}
 LIBRARY_FILE = {"llvm": "lib.so", "cuda": "lib.so", "metal": "lib.tar"}
+PARAMS_FILE = "params.json"  # the library's weights by state-dict name, shape, dtype and sha256
 
 
-def device_for(target: dict):
-    """The TVM device of a manifest target (``tvm.cpu()``, ``tvm.cuda()``, ...); check ``.exist``."""
+def device_for(target: dict, remote=None):
+    """The TVM device of a manifest target (``tvm.cpu()``, ``tvm.cuda()``, ...), on this machine or on an RPC
+    session's (``tvm.rpc.connect``); check ``.exist``."""
     import tvm
 
-    return getattr(tvm, DEVICES[target["kind"]])()
+    if remote is None:
+        runtime_libraries(target["kind"])
+    return getattr(remote or tvm, DEVICES[target["kind"]])()
+
+
+def runtime_libraries(kind: str) -> None:
+    """With the TVM runtime alone (``TVM_USE_RUNTIME_LIB=1``, as on a GPU machine with no compiler) tvm loads
+    libtvm_runtime.so only: load the extra and device runtimes it ships beside it, once."""
+    if kind == "llvm" or not os.environ.get("TVM_USE_RUNTIME_LIB") or kind in _LOADED:
+        return
+    import ctypes
+
+    import tvm
+
+    for name in ("libtvm_runtime_extra.so", f"libtvm_runtime_{kind}.so"):
+        path = Path(tvm.__file__).parent / "lib" / name
+        if path.is_file():
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    _LOADED.add(kind)
+
+
+_LOADED: set = set()
 
 
 def compiled(out_dir: str | Path) -> bool:
@@ -38,19 +62,26 @@ def transform_params(vm, weights: list) -> list | None:
 
 
 class Component:
-    """``Component(out_dir, target)(*inputs)`` runs the compiled ``main`` on numpy/torch inputs."""
+    """``Component(out_dir, target)(*inputs)`` runs the compiled ``main`` on numpy/torch inputs. Needs only
+    the TVM runtime and numpy. With ``remote`` (a ``tvm.rpc.connect`` session) the library is uploaded and
+    loaded there (a Metal ``.tar`` is linked by the server), and runs on that machine's device."""
 
-    def __init__(self, out_dir: str | Path, target: dict):
+    def __init__(self, out_dir: str | Path, target: dict, remote=None):
         import tvm
-        from tvm import relax
+        from tvm.runtime.vm import VirtualMachine
 
         out = Path(out_dir)
-        self.threads = threads.configure() if target["kind"] == "llvm" else None
-        self.device = device_for(target)
+        library = out / LIBRARY_FILE[target["kind"]]
+        self.threads = threads.configure() if target["kind"] == "llvm" and remote is None else None
+        self.device = device_for(target, remote)
+        if remote is None:
+            module = tvm.runtime.load_module(str(library))
+        else:
+            remote.upload(str(library))
+            module = remote.load_module(library.name)
         # pooled: intermediate tensors reuse the memory of the previous call (the default allocator maps
         # fresh pages every call; on the full ViT trunk that was ~1.5 s of page faults per call)
-        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / LIBRARY_FILE[target["kind"]])),
-                                       self.device, memory_cfg="pooled")
+        self.vm = VirtualMachine(module, self.device, memory_cfg="pooled")
         params = tvm.runtime.load_param_dict((out / "params.bin").read_bytes())
         weights = [tvm.runtime.tensor(params[f"p{i}"].numpy(), self.device) for i in range(len(params))]
         packed = transform_params(self.vm, weights)

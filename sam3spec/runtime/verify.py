@@ -1,14 +1,25 @@
-"""Run a compiled component on the reference inputs and compare every output with PyTorch's."""
+"""Run a compiled component on the reference inputs and compare every output with PyTorch's. Needs only
+the TVM runtime and numpy: it runs on a GPU machine with no compiler, or drives a Mac over TVM's RPC."""
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from sam3spec.runtime import reference
 from sam3spec.runtime.artifacts import heartbeat, progress, step
 from sam3spec.runtime.loader import DEVICES, Component, device_for
+
+# What to run where the target's device is not on this machine, by target kind.
+HOW_TO_VERIFY = {
+    "metal": "on a Mac with Apple silicon run `nox -s port-metal -- {manifest}`; or start "
+             "`python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090` on the Mac and run "
+             "`nox -s port-metal -- {manifest} --rpc MAC_ADDRESS:9090` here",
+    "cuda": "copy the repository with build/ to a machine with an NVIDIA GPU and the TVM runtime and run the "
+            "verify scripts there (README: port-cuda)",
+}
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> dict:
@@ -25,26 +36,41 @@ def compare(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) 
             "ok": bool((diff <= atol + rtol * scale).all())}
 
 
-def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: str) -> None:
+def connect(address: str):
+    """A TVM RPC session to HOST:PORT (a `python -m tvm.exec.rpc_server` there)."""
+    from tvm import rpc
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--rpc {address!r}: need HOST:PORT")
+    return rpc.connect(host, int(port))
+
+
+def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: str, manifest: str = "",
+        rpc: str | None = None) -> None:
     out = Path(out_dir)
     with step(out, "verify") as result:
-        reference = torch.load(out / "reference.pt", weights_only=False)
-        if not device_for(target).exist:
+        ref = reference.load(out / reference.FILE)
+        remote = connect(rpc) if rpc else None
+        where = f"RPC server {rpc}" if rpc else f"this machine ({platform.system()} {platform.machine()})"
+        if not device_for(target, remote).exist:
             result["status"] = "skipped"
-            result["reason"] = f"no {DEVICES[target['kind']]} device on this machine"
-            progress(f"{component}: verify skipped ({result['reason']})")
+            result["reason"] = f"no {DEVICES[target['kind']]} device on {where}"
+            result["how"] = HOW_TO_VERIFY.get(target["kind"], "").format(manifest=manifest)
+            progress(f"{component}: compiled, not verified ({result['reason']})")
             return
-        compiled = Component(out, target)
+        result["where"] = where
+        compiled = Component(out, target, remote)
         if compiled.threads is not None:
             result["threads"] = compiled.threads
-        per_output = {name: [] for name in reference["output_names"]}
-        for n, case in enumerate(reference["cases"]):
-            progress(f"{component}: running on {target['kind']} (case {n + 1}/{len(reference['cases'])})")
+        per_output = {name: [] for name in ref["output_names"]}
+        for n, case in enumerate(ref["cases"]):
+            progress(f"{component}: running on {target['kind']} at {where} (case {n + 1}/{len(ref['cases'])})")
             with heartbeat(f"{component}: TVM run"):
                 got = compiled(*case["inputs"])
-            for name, actual, expected in zip(reference["output_names"], got, case["outputs"]):
+            for name, actual, expected in zip(ref["output_names"], got, case["outputs"]):
                 tol = tolerances[name]
-                per_output[name].append(compare(actual, expected.numpy(), tol["atol"], tol["rtol"]))
+                per_output[name].append(compare(actual, expected, tol["atol"], tol["rtol"]))
         # per output, the worst case (a shape mismatch has no max_abs: it counts as worst)
         result["outputs"] = [{"name": name, **tolerances[name],
                               **max(runs, key=lambda r: r.get("max_abs", float("inf"))),
@@ -53,4 +79,4 @@ def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: s
         if failed:
             raise AssertionError(f"outputs outside tolerance: {', '.join(failed)}")
         summary = ", ".join(f"{o['name']} {o['max_abs']:.2g}" for o in result["outputs"])
-        progress(f"{component}: verified (max abs: {summary})")
+        progress(f"{component}: verified on {where} (max abs: {summary})")

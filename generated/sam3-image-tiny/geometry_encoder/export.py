@@ -25,11 +25,15 @@ INPUTS = [
 ]
 OUTPUTS = ['prompt', 'prompt_mask']
 DIMS = {'boxes': {'min': 1, 'max': 8, 'example': 2}, 'points': {'min': 1, 'max': 8, 'example': 3}}
+PRECISION = {'cuda-fp16': 'float16'}  # per target; float32 where absent
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", choices=['cpu', 'metal', 'cuda'], default='cpu')
-    target = parser.parse_args().target
+    parser.add_argument("--target", choices=['cpu', 'metal', 'cuda', 'cuda-metal', 'cuda-fp16'], default='cpu')
+    parser.add_argument("--reference-only", action="store_true",
+                        help="weights and reference only, no torch.export: for a library compiled on another machine")
+    args = parser.parse_args()
+    target = args.target
     export.run(
         model=runpy.run_path(str(HERE.parent / "model.py"))["MODEL"],
         manifest_dir=str(ROOT / 'manifests'),
@@ -39,5 +43,7 @@ if __name__ == "__main__":
         outputs=OUTPUTS,
         dims=DIMS,
         seed=0,
+        precision=PRECISION.get(target, "float32"),
+        reference_only=args.reference_only,
         out_dir=str(ROOT / "build" / 'sam3-image-tiny' / target / 'geometry_encoder'),
     )

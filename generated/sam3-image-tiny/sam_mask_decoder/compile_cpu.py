@@ -9,6 +9,7 @@ from sam3spec.runtime import compile as compile_step
 ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'llvm', 'mcpu': 'host', 'num-cores': 2}
+PIPELINE_OPTIONS = {}
 CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'cat.default': 'sam3spec.converters.cat_promote:cat_promote',
               'ne.Scalar': 'sam3spec.converters.bool_compare:ne_scalar',
@@ -33,6 +34,7 @@ if __name__ == "__main__":
         component='sam_mask_decoder',
         target=TARGET,
         pipeline='sam3spec.pipelines.cpu_basic:pipeline',
+        pipeline_options=PIPELINE_OPTIONS,
         converters=CONVERTERS,
         dynamic=True,
         out_dir=str(ROOT / "build" / 'sam3-image-tiny' / 'cpu' / 'sam_mask_decoder'),

@@ -9,6 +9,11 @@ from sam3spec.runtime import compile as compile_step
 ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'metal', 'host': {'kind': 'llvm', 'mtriple': 'arm64-apple-macos'}}
+PIPELINE_OPTIONS = {'metal_simdgroup_matmul': False,
+                    'static_thread_memory': True,
+                    'float64': False,
+                    'skip_failing_rules': True,
+                    'last_resort': True}
 CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'cat.default': 'sam3spec.converters.cat_promote:cat_promote',
               'ne.Scalar': 'sam3spec.converters.bool_compare:ne_scalar',
@@ -33,6 +38,7 @@ if __name__ == "__main__":
         component='neck',
         target=TARGET,
         pipeline='sam3spec.pipelines.gpu_dlight:pipeline',
+        pipeline_options=PIPELINE_OPTIONS,
         converters=CONVERTERS,
         dynamic=False,
         out_dir=str(ROOT / "build" / 'sam3-image' / 'metal' / 'neck'),
