@@ -85,10 +85,13 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _run_script(script: Path, result: Path, *extra: str) -> bool:
+def _run_script(script: Path, result: Path, *extra: str, cpu_only: bool = False) -> bool:
     """Runs one generated script in its own process, its output shown as it comes. A process that dies
-    without writing its result (a crash in native code) gets one written for it."""
+    without writing its result (a crash in native code) gets one written for it. cpu_only: no CUDA device
+    visible (the PyTorch reference is a CPU run, as at export; on a GPU machine sam3 would build on cuda)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_root()), os.environ.get("PYTHONPATH")])))
+    if cpu_only:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     code = subprocess.run([sys.executable, str(script), *extra], env=env, cwd=_root()).returncode
     if code != 0 and not result.is_file():
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
@@ -117,10 +120,28 @@ def _components(plan: plan_lib.Plan, args) -> list[str] | None:
     return args.component or names
 
 
+def _rpc_problem(address: str) -> str | None:
+    """Why HOST:PORT is no TVM RPC server we can reach (None when it answers), checked before any step runs."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return "need HOST:PORT (a `python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090` there)"
+    from tvm import rpc
+
+    try:
+        rpc.connect(host, int(port), session_timeout=30)
+    except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for a refused or failed handshake
+        return (f"no TVM RPC server answers there ({str(exc).strip().splitlines()[-1][:200]}); start "
+                f"`python -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}` on that machine")
+    return None
+
+
 def cmd_port(args) -> int:
     plan = _load_plan(args.manifest)
     names = _components(plan, args) if plan else None
     if names is None:
+        return EXIT_INVALID
+    if args.rpc and (problem := _rpc_problem(args.rpc)):
+        print(f"--rpc {args.rpc}: {problem}", file=sys.stderr)
         return EXIT_INVALID
     touched = render.write(render.render(plan, _root()), _root() / "generated", [plan.name])
     print(f"generate: {len(touched)} file(s) changed", flush=True)
@@ -133,20 +154,28 @@ def cmd_port(args) -> int:
                   f"compile them with `python -m sam3spec port {args.manifest} --target {args.target}` and copy "
                   "build/ here", file=sys.stderr)
             return EXIT_INVALID
-    # with --verify-only: the weights and reference rebuilt here (no torch.export), then verify
-    steps = ("reference", "verify") if verify_only else STEPS
     for i, name in enumerate(names, 1):
         print(f"\n=== [{i}/{len(names)}] {name} → {args.target} ===", flush=True)
         out = plan.build_dir(_root(), args.target) / name
+        steps = _verify_only_steps(out) if verify_only else STEPS
         for step in steps:
             (out / f"{step}.json").unlink(missing_ok=True)
         for step in steps:
             script = scripts / name / (f"{step}_{args.target}.py" if step in ("compile", "verify") else "export.py")
             extra = {"export": ["--target", args.target], "reference": ["--target", args.target, "--reference-only"],
                      "verify": ["--rpc", args.rpc] if getattr(args, "rpc", None) else []}.get(step, [])
-            if not _run_script(script, out / f"{step}.json", *extra):
+            if not _run_script(script, out / f"{step}.json", *extra, cpu_only=step in ("export", "reference")):
                 break
     return _report(plan, args.target, names)
+
+
+def _verify_only_steps(out: Path) -> tuple[str, ...]:
+    """--verify-only: verify the library compiled elsewhere; first rebuild its weights and PyTorch reference from
+    the seed (no torch.export, no TVM compiler) where build/ came without them (they are large)."""
+    from sam3spec.runtime import reference
+
+    have = (out / "params.bin").is_file() and (out / reference.FILE).is_file()
+    return ("verify",) if have else ("reference", "verify")
 
 
 def _report(plan: plan_lib.Plan, target: str, names: list[str]) -> int:
@@ -203,7 +232,7 @@ def cmd_bench(args) -> int:
                         components=[{"name": c.name, "adapter": c.adapter, "inputs": c.inputs, "dims": c.dims}
                                     for c in comps],
                         target=target, build_dir=str(build), seed=plan.seed, repeats=args.repeats,
-                        precision=plan.targets[args.target].get("precision", "float32"))
+                        autocast=plan.targets[args.target].get("pipeline_options", {}).get("mixed_precision"))
     machine = torch.cuda.get_device_name() if target["kind"] == "cuda" else _cpu_name()
     report_lib.write_bench(plan, _root(), args.target, results, machine, torch.get_num_threads())
     md = build / "bench.md"

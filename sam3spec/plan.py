@@ -49,11 +49,6 @@ class Plan:
     def manifest_dir(self) -> str:
         return os.path.dirname(self.manifest) or "."
 
-    def precisions(self, component: ComponentPlan) -> dict[str, str]:
-        """The component's targets that declare a precision other than float32, and that precision."""
-        return {t: self.targets[t]["precision"] for t in component.targets
-                if self.targets[t].get("precision", "float32") != "float32"}
-
     def scaled_tolerances(self, component: ComponentPlan, target: str) -> dict[str, dict]:
         """The component's tolerances times the target's tolerance_scale (1 when absent)."""
         scale = self.targets[target].get("tolerance_scale", 1)

@@ -32,19 +32,47 @@ class _DropEmptyConcatOperands(relax.PyExprMutator):
         return relax.op.concat(kept, axis=call.attrs.axis)
 
 
-def drop_empty_concat_operands() -> tvm.transform.Pass:
-    """concat without its zero-size operands (SAM's ``coords[..., 2:]``): dlight's Fallback divides by zero
-    fusing a zero-extent loop."""
+def _rewrite_pass(mutator, name: str) -> tvm.transform.Pass:
+    """A module pass that rewrites every Relax function with `mutator` (a relax.PyExprMutator class)."""
 
-    @tvm.transform.module_pass(opt_level=0, name="sam3spec.DropEmptyConcatOperands")
+    @tvm.transform.module_pass(opt_level=0, name=name)
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _DropEmptyConcatOperands(mod)
+        rewriter = mutator(mod)
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
         return rewriter.builder_.get()
 
     return _pass
+
+
+def drop_empty_concat_operands() -> tvm.transform.Pass:
+    """concat without its zero-size operands (SAM's ``coords[..., 2:]``): dlight's Fallback divides by zero
+    fusing a zero-extent loop."""
+    return _rewrite_pass(_DropEmptyConcatOperands, "sam3spec.DropEmptyConcatOperands")
+
+
+_CLIP = tvm.ir.Op.get("relax.clip")
+
+
+@relax.expr_functor.mutator
+class _ClipAsMinMax(relax.PyExprMutator):
+    def visit_call_(self, call):  # pylint: disable=arguments-renamed
+        call = super().visit_call_(call)
+        if not call.op.same_as(_CLIP):
+            return call
+        x, dtype = call.args[0], call.args[0].ty.dtype
+        for bound, op in ((call.args[1], relax.op.maximum), (call.args[2], relax.op.minimum)):
+            value = float(bound.value)
+            if value not in (float("inf"), float("-inf")):
+                x = op(x, relax.const(value, dtype))
+        return x
+
+
+def clip_as_min_max() -> tvm.transform.Pass:
+    """clip(x, lo, hi) as minimum(maximum(x, lo), hi) with tensor constants: ToMixedPrecision fails on clip's
+    scalar bounds ("Expected TensorType, but got T.float32")."""
+    return _rewrite_pass(_ClipAsMinMax, "sam3spec.ClipAsMinMax")
 
 
 _ASTYPE = tvm.ir.Op.get("relax.astype")
@@ -84,15 +112,7 @@ def float64_as_float32() -> tvm.transform.Pass:
     """float64 arithmetic (the group_norm_f64 converter's statistics) in float32: Metal has no double type
     ("Cannot convert type float64 to Metal type"); GPU reductions are tree-shaped, not one long fp32 sum."""
 
-    @tvm.transform.module_pass(opt_level=0, name="sam3spec.Float64AsFloat32")
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _NoFloat64(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
-
-    return _pass
+    return _rewrite_pass(_NoFloat64, "sam3spec.Float64AsFloat32")
 
 
 class SimpleLoops(dl.ScheduleRule):
@@ -140,26 +160,33 @@ def _symbolic_thread_memory(sch) -> list[str]:
 
 
 @contextlib.contextmanager
-def _metal_matmul(enabled: bool):
-    """dl.gpu.Matmul tries the simdgroup MetalMatmul first on Metal and takes the generic rule when it raises.
-    Disabled, it raises at once: in apache-tvm 0.27 it segfaults in Schedule.tensorize (FINDINGS)."""
-    if enabled:
-        yield
-        return
+def _tensorized_matmuls(metal_simdgroup: bool, tensor_core: bool):
+    """dl.gpu.Matmul first tries a tensorized schedule: MetalMatmul (simdgroup) on Metal, MatmulTensorization
+    (wmma) for float16 on CUDA sm_70+, and takes its generic schedule when that declines. Each disabled one
+    declines at once: in apache-tvm 0.27 both segfault in Schedule.tensorize (tvm::ffi::ToJSONGraph, FINDINGS)."""
 
-    def decline(*_args, **_kwargs):
+    def metal_declines(*_args, **_kwargs):
         raise NotImplementedError("MetalMatmul disabled (pipeline option metal_simdgroup_matmul: false)")
 
-    original = dlight_matmul.MetalMatmul.apply
-    dlight_matmul.MetalMatmul.apply = decline
+    def tensor_core_declines(*_args, **_kwargs):
+        return None
+
+    swaps = [(cls, rule) for cls, rule, enabled in ((dlight_matmul.MetalMatmul, metal_declines, metal_simdgroup),
+                                                    (dlight_matmul.MatmulTensorization, tensor_core_declines,
+                                                     tensor_core)) if not enabled]
+    originals = [(cls, cls.apply) for cls, _ in swaps]
+    for cls, rule in swaps:
+        cls.apply = rule
     try:
         yield
     finally:
-        dlight_matmul.MetalMatmul.apply = original
+        for cls, apply in originals:
+            cls.apply = apply
 
 
 def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thread_memory: bool,
-             last_resort: bool, metal_simdgroup_matmul: bool, stats: dict | None) -> tvm.transform.Pass:
+             last_resort: bool, metal_simdgroup_matmul: bool, tensor_core_matmul: bool,
+             stats: dict | None) -> tvm.transform.Pass:
     """dlight's rules in order on each PrimFunc, the first that applies wins (as dl.ApplyDefaultSchedule).
     skip_failing_rules: a rule that raises on a function is passed over, and the next one tried, instead of
     failing the compile (GEMV's outer reduction, GeneralReduction's 'bind' on padded windows).
@@ -192,7 +219,7 @@ def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thre
     @tvm.transform.module_pass(opt_level=0, name="sam3spec.GPUSchedule")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         updated = {}
-        with _metal_matmul(metal_simdgroup_matmul):
+        with _tensorized_matmuls(metal_simdgroup_matmul, tensor_core_matmul):
             for gvar, func in mod.functions_items():
                 if isinstance(func, tirx.PrimFunc) and not (func.attrs and func.attrs.get("tirx.is_scheduled")):
                     done = _one(gvar.name_hint, func)
@@ -209,7 +236,8 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
              lift_weight_transforms: bool = True, drop_empty_concat: bool = True, float64: bool = True,
              skip_failing_rules: bool = True,
              static_thread_memory: bool = False, last_resort: bool = True, metal_simdgroup_matmul: bool = True,
-             schedule_as: dict | None = None) -> tvm.transform.Pass:
+             tensor_core_matmul: bool = True,
+             schedule_as: dict | None = None, mixed_precision: str | None = None) -> tvm.transform.Pass:
     """The GPU pipeline. Keywords (a target's ``pipeline_options``):
     lift_weight_transforms: weight-only work (the transposes ``linear`` makes) runs once, in
         ``main_transform_params``, not on every call (relax LiftTransformParams).
@@ -217,16 +245,24 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
     float64: False gives :func:`float64_as_float32` (Metal).
     skip_failing_rules, static_thread_memory, last_resort: :func:`schedule`.
     metal_simdgroup_matmul: let dl.gpu.Matmul try MetalMatmul on Metal.
+    tensor_core_matmul: let dl.gpu.Matmul try MatmulTensorization (wmma) for float16 on CUDA.
+    mixed_precision: "float16" runs matmuls and convolutions on float16 operands with float32 accumulation
+        (relax ToMixedPrecision, before the weight casts are lifted), as PyTorch's autocast does; implies
+        float64: False and :func:`clip_as_min_max` (ToMixedPrecision rejects float64 and clip's scalars).
     schedule_as: the target the rules schedule for, when not the one compiled for (``{kind: metal}`` on CUDA
         gives Metal's schedules, to check them numerically on an NVIDIA GPU)."""
+    if mixed_precision not in (None, "float16"):
+        raise ValueError(f"mixed_precision {mixed_precision!r}: TVM's ToMixedPrecision makes float16 only")
     rules_target = tvm.target.Target(schedule_as) if schedule_as else target
     legalize = [p for p in gpu_generic.legalize_passes(target) if p.info.name != "ApplyDefaultSchedule"]
     passes = ([drop_empty_concat_operands()] if drop_empty_concat else []) \
-        + ([] if float64 else [float64_as_float32()]) \
+        + ([] if float64 and not mixed_precision else [float64_as_float32()]) \
+        + ([clip_as_min_max(), relax.transform.ToMixedPrecision(out_dtype="float32")] if mixed_precision else []) \
         + (prepack.lift() if lift_weight_transforms else []) \
         + [*gpu_generic.library_dispatch_passes(target), *legalize,
            schedule(rules_target, skip_failing_rules=skip_failing_rules, static_thread_memory=static_thread_memory,
-                    last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul, stats=stats),
+                    last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul, tensor_core_matmul=tensor_core_matmul,
+                    stats=stats),
            *dataflow_lower_passes(gpu_generic, target, dynamic_shapes), *gpu_generic.finalize_passes(target)]
 
     @tvm.transform.module_pass(opt_level=0, name="sam3spec.gpu_dlight")

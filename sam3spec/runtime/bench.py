@@ -64,12 +64,11 @@ def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int) -> dict
 
 
 def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict, build_dir: str,
-        seed: int, repeats: int | None = None, min_repeats: int = 3, precision: str = "float32") -> list[dict]:
+        seed: int, repeats: int | None = None, min_repeats: int = 3, autocast: str | None = None) -> list[dict]:
     """components: [{name, adapter, inputs, dims}] compiled under build_dir/<name>/. On a cuda target both run
-    on the GPU (PyTorch eager in float32, or under autocast to `precision`: what PyTorch users run), each call
+    on the GPU (PyTorch eager in float32, or under torch.autocast to `autocast` where the TVM pipeline computes in
+    that type (pipeline option mixed_precision): what PyTorch users run), each call
     waited for; on llvm, on this CPU."""
-    from sam3spec.runtime.export import PRECISIONS, cast
-
     gpu = target["kind"] == "cuda"
     where = "cuda" if gpu else "cpu"
     net = model_lib.build_substituted(model, Path(manifest_dir))
@@ -80,12 +79,12 @@ def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict,
         example = {name: d["example"] for name, d in comp["dims"].items()}
         args = samples.make_all(comp["inputs"], example, seed)
         compiled = Component(Path(build_dir) / comp["name"], target)
-        tvm_args = compiled.tensors(cast(args, PRECISIONS[precision]))
+        tvm_args = compiled.tensors(args)
         args = [a.to(where) for a in args]
-        autocast = torch.autocast(where, dtype=PRECISIONS[precision], enabled=precision != "float32")
+        context = torch.autocast(where, dtype=getattr(torch, autocast or "float32"), enabled=autocast is not None)
 
-        def torch_call(module=module, args=args, autocast=autocast):
-            with torch.no_grad(), autocast:
+        def torch_call(module=module, args=args, context=context):
+            with torch.no_grad(), context:
                 module(*args)
             if gpu:
                 torch.cuda.synchronize()
@@ -98,8 +97,7 @@ def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict,
             timing = measure(torch_call, tvm_call, repeats, min_repeats)
         count = flops(module, args)
         results.append({"component": comp["name"], "dims": example, "threads": torch.get_num_threads(),
-                        "precision": precision, "pytorch": f"eager {where}" + (f", autocast {precision}" if
-                                                                            precision != "float32" else ", float32"),
+                        "pytorch": f"eager {where}, " + (f"autocast {autocast}" if autocast else "float32"),
                         "tvm_threads": compiled.threads, "flops": count,
                         "tvm_gflops": count / timing["tvm_median_s"] / 1e9,
                         "torch_gflops": count / timing["torch_median_s"] / 1e9, **timing})

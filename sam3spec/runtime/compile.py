@@ -3,14 +3,12 @@ pipeline, and a library with the weights kept as inputs (saved beside it)."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import torch
 
 from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step, write_json
-from sam3spec.runtime.loader import PARAMS_FILE
-from sam3spec.runtime.loader import LIBRARY_FILE
+from sam3spec.runtime.loader import LIBRARY_FILE, PARAMS_FILE, describe_weight
 from sam3spec.runtime.resolve import resolve
 
 
@@ -64,18 +62,9 @@ SOURCE_FILE = {"metal": "kernels.metal", "cuda": "kernels.cu"}
 SOURCE_LANGUAGE = {"metal": "metal", "cuda": "cuda"}
 
 
-def cuda_compiler() -> str:
-    """Kernels compiled here to a fatbin by nvcc (so the GPU machine needs no compiler); without nvcc on PATH
-    the library keeps CUDA source, compiled when loaded (tvm_callback_cuda_compile there)."""
-    import os
-    import shutil
-
-    if not shutil.which("nvcc"):
-        return "none: CUDA source in the library, compiled where it is loaded"
-    os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
-    importlib.import_module("tvm.support.nvcc")  # registers tvm_callback_cuda_compile
-
-    return f"nvcc ({os.environ['TVM_CUDA_COMPILE_MODE']}) on {shutil.which('nvcc')}"
+# apache-tvm 0.27's CUDA codegen keeps CUDA C in the library (it has no CUDA runtime to build against); the
+# runtime compiles it when the library is loaded (loader.cuda_jit: nvcc on the GPU machine).
+CUDA_CODE = "CUDA C source in the library, compiled for the GPU when loaded (runtime.loader.cuda_jit)"
 
 
 def weight_names(func, program) -> list[str]:
@@ -83,16 +72,6 @@ def weight_names(func, program) -> list[str]:
     by_placeholder = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs
                       if spec.target is not None}
     return [by_placeholder[p.name] for p in func.params[int(func.attrs["num_input"]):]]
-
-
-def _describe(name: str, array) -> dict:
-    import hashlib
-
-    import numpy as np
-
-    array = np.ascontiguousarray(array)
-    return {"name": name, "shape": list(array.shape), "dtype": str(array.dtype),
-            "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
 
 
 def run(*, component: str, target: dict, pipeline: str, converters: dict[str, str], dynamic: bool,
@@ -115,10 +94,10 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
             tmp.write_text(mod.script(show_meta=False))
         with atomic_path(out / "params.bin") as tmp:
             tmp.write_bytes(tvm.runtime.save_param_dict({f"p{i}": p for i, p in enumerate(params["main"])}))
-        write_json(out / PARAMS_FILE, [_describe(name, p.numpy()) for name, p in zip(names, params["main"])])
+        write_json(out / PARAMS_FILE, [describe_weight(name, p.numpy()) for name, p in zip(names, params["main"])])
         tgt = tvm_target(target)
         if target["kind"] == "cuda":
-            result["cuda"] = cuda_compiler()
+            result["cuda"] = CUDA_CODE
         result["target"] = str(tgt)
         result["pipeline"] = {"name": pipeline, "options": dict(pipeline_options or {})}
         progress(f"{component}: compiling for {target['kind']} with {pipeline} {pipeline_options or ''}")

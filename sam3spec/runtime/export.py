@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from sam3spec.runtime import model as model_lib, reference, samples, substitute
-from sam3spec.runtime.loader import PARAMS_FILE
+from sam3spec.runtime.loader import PARAMS_FILE, weight_match
 from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step
 from sam3spec.runtime.resolve import resolve
 
@@ -38,46 +38,35 @@ def _as_tuple(out) -> tuple:
     return tuple(t.detach() for t in (out if isinstance(out, (tuple, list)) else (out,)))
 
 
-PRECISIONS = {"float32": torch.float32, "float16": torch.float16}
-
-
-def cast(args: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
-    """Floating-point tensors in `dtype`, the rest (ints, bools) unchanged."""
-    return [t.to(dtype) if t.is_floating_point() else t for t in args]
-
-
-def write_params(module: torch.nn.Module, out: Path) -> int:
-    """params.bin from `module`, in the order and form that compile recorded in params.json (the library's
-    weights, by state-dict name): for a library compiled on another machine, with weights too big to carry.
-    Raises if a tensor differs in shape, dtype or content (sha256) from the one compile saw."""
-    import hashlib
-
-    import numpy as np
+def write_params(module: torch.nn.Module, out: Path) -> dict:
+    """params.bin from `module`, in the order that compile recorded in params.json (the library's weights, by
+    state-dict name): for a library compiled on another machine, with weights too big to carry. Each weight
+    must be the one compile saw (loader.weight_match): the same bytes, or the same seeded weights regenerated
+    with last-bit differences (the reference is then computed from these very weights). Returns the counts."""
     import tvm
 
     recorded = json.loads((out / PARAMS_FILE).read_text())
     state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    arrays = {}
+    arrays, counts = {}, {"identical": 0, "close": 0}
     for i, entry in enumerate(recorded):
-        array = np.ascontiguousarray(state[entry["name"]].detach().cpu().numpy())
-        if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"] \
-                or hashlib.sha256(array.tobytes()).hexdigest() != entry["sha256"]:
+        array = state[entry["name"]].detach().cpu().numpy()
+        match = weight_match(entry, array)
+        if match is None:
             raise ValueError(f"weight {entry['name']} is not the one the library was compiled with "
                              f"(shape {list(array.shape)}, {array.dtype}): built with other weights or another seed")
+        counts[match] += 1
         arrays[f"p{i}"] = tvm.runtime.tensor(array)
     with atomic_path(out / "params.bin") as tmp:
         tmp.write_bytes(tvm.runtime.save_param_dict(arrays))
-    return len(arrays)
+    return counts
 
 
 def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs: list[dict],
-        outputs: list[str], dims: dict[str, dict], seed: int, out_dir: str, precision: str = "float32",
-        reference_only: bool = False) -> None:
+        outputs: list[str], dims: dict[str, dict], seed: int, out_dir: str, reference_only: bool = False) -> None:
     """reference_only: the weights (params.bin, from compile's params.json) and the reference, without
     torch.export: on the machine that runs a library compiled elsewhere."""
     out = Path(out_dir)
     with step(out, "reference" if reference_only else "export") as result:
-        result["precision"] = precision
         result["weights"] = model_lib.weights_source(model["weights"], Path(manifest_dir))
         net = model_lib.build_substituted(model, Path(manifest_dir))
         module = resolve(adapter)(net).eval()
@@ -88,14 +77,12 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
             references = [_as_tuple(module(*args)) for args in runs]
         if len(references[0]) != len(outputs):
             raise ValueError(f"adapter returned {len(references[0])} outputs, the manifest names {len(outputs)}")
-        if precision != "float32":  # the compiled module takes and computes in `precision`; references stay float32
-            module = module.to(PRECISIONS[precision])
-            runs = [cast(args, PRECISIONS[precision]) for args in runs]
         if reference_only:
             result["params"] = write_params(module, out)
             reference.save(out / reference.FILE, [i["name"] for i in inputs], outputs,
                            [{"inputs": args, "outputs": ref} for args, ref in zip(runs, references)])
-            progress(f"{component}: {result['params']} weights and the reference written")
+            progress(f"{component}: weights ({result['params']['identical']} identical to compile's, "
+                     f"{result['params']['close']} regenerated within 1e-5) and the reference written")
             return
         result["substitutions"] = substitute.apply(model.get("substitutions", []), "export", root=module)
         progress(f"{component}: torch.export (strict=False)")

@@ -43,6 +43,59 @@ def runtime_libraries(kind: str) -> None:
 _LOADED: set = set()
 
 
+def cuda_jit(arch: str) -> None:
+    """A CUDA library from apache-tvm 0.27 holds CUDA C, compiled when loaded through the global function
+    ``tvm_callback_cuda_compile``. tvm's own (tvm.support.nvcc, NVRTC by default) needs the TVM compiler
+    library, absent with the runtime alone: where nvcc is on PATH, compile with it to a fatbin for `arch`."""
+    import shutil
+
+    import tvm_ffi
+
+    if not shutil.which("nvcc"):
+        return
+
+    def compile_cuda(code, *_target):
+        import shutil
+        import subprocess
+        import tempfile
+
+        nvcc = shutil.which("nvcc")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "kernels.cu").write_text(code)
+            subprocess.run([nvcc, "--fatbin", "-O3", f"-arch={arch}", "-o", "kernels.fatbin", "kernels.cu"],
+                           cwd=tmp, check=True, capture_output=True, text=True)
+            return bytearray((Path(tmp) / "kernels.fatbin").read_bytes())
+
+    tvm_ffi.register_global_func("tvm_callback_cuda_compile", compile_cuda, override=True)
+
+
+def describe_weight(name: str, array) -> dict:
+    """A weight as params.json records it: state-dict name, shape, dtype, sha256 of its bytes, and its sum and
+    absolute sum in float64 (to recognise the same weights regenerated on another machine, where a seeded
+    init such as trunc_normal_ may differ in the last bit)."""
+    import hashlib
+
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    return {"name": name, "shape": list(array.shape), "dtype": str(array.dtype),
+            "sha256": hashlib.sha256(array.tobytes()).hexdigest(),
+            "sum": float(array.astype(np.float64).sum()), "abs_sum": float(np.abs(array.astype(np.float64)).sum())}
+
+
+def weight_match(recorded: dict, array) -> str | None:
+    """"identical" (same bytes), "close" (same shape and dtype, sums within 1e-5 of the absolute sum: the same
+    seeded weights, regenerated with last-bit differences), or None (other weights)."""
+    now = describe_weight(recorded["name"], array)
+    if now["shape"] != recorded["shape"] or now["dtype"] != recorded["dtype"]:
+        return None
+    if now["sha256"] == recorded["sha256"]:
+        return "identical"
+    scale = 1e-5 * (recorded.get("abs_sum", float("nan")) + 1e-12)
+    close = all(abs(now[k] - recorded.get(k, float("nan"))) <= scale for k in ("sum", "abs_sum"))
+    return "close" if close else None
+
+
 def compiled(out_dir: str | Path) -> bool:
     """Whether out_dir holds a compiled component: its compile.json says ok and its library is there."""
     step = Path(out_dir) / "compile.json"
@@ -75,6 +128,8 @@ class Component:
         self.threads = threads.configure() if target["kind"] == "llvm" and remote is None else None
         self.device = device_for(target, remote)
         if remote is None:
+            if target["kind"] == "cuda":
+                cuda_jit(target.get("arch", "sm_90"))
             module = tvm.runtime.load_module(str(library))
         else:
             remote.upload(str(library))

@@ -25,7 +25,6 @@ INPUTS = [
 ]
 OUTPUTS = ['prompt', 'prompt_mask']
 DIMS = {'boxes': {'min': 1, 'max': 8, 'example': 2}, 'points': {'min': 1, 'max': 8, 'example': 3}}
-PRECISION = {'cuda-fp16': 'float16'}  # per target; float32 where absent
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
@@ -43,7 +42,6 @@ if __name__ == "__main__":
         outputs=OUTPUTS,
         dims=DIMS,
         seed=0,
-        precision=PRECISION.get(target, "float32"),
         reference_only=args.reference_only,
         out_dir=str(ROOT / "build" / 'sam3-image-tiny' / target / 'geometry_encoder'),
     )

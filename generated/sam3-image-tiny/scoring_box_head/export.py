@@ -20,7 +20,6 @@ INPUTS = [
 ]
 OUTPUTS = ['pred_logits', 'pred_boxes', 'pred_boxes_xyxy', 'presence_logit']
 DIMS = {'prompt_len': {'min': 35, 'max': 49, 'example': 38}}
-PRECISION = {'cuda-fp16': 'float16'}  # per target; float32 where absent
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
@@ -38,7 +37,6 @@ if __name__ == "__main__":
         outputs=OUTPUTS,
         dims=DIMS,
         seed=0,
-        precision=PRECISION.get(target, "float32"),
         reference_only=args.reference_only,
         out_dir=str(ROOT / "build" / 'sam3-image-tiny' / target / 'scoring_box_head'),
     )

@@ -19,7 +19,6 @@ INPUTS = [
 ]
 OUTPUTS = ['hs', 'ref_boxes', 'presence']
 DIMS = {'prompt_len': {'min': 35, 'max': 49, 'example': 38}}
-PRECISION = {'cuda-fp16': 'float16'}  # per target; float32 where absent
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
@@ -37,7 +36,6 @@ if __name__ == "__main__":
         outputs=OUTPUTS,
         dims=DIMS,
         seed=0,
-        precision=PRECISION.get(target, "float32"),
         reference_only=args.reference_only,
         out_dir=str(ROOT / "build" / 'sam3-image' / target / 'decoder'),
     )

@@ -17,7 +17,6 @@ INPUTS = [
 ]
 OUTPUTS = ['sparse', 'dense']
 DIMS = {'clicks': {'min': 1, 'max': 8, 'example': 3}}
-PRECISION = {'cuda-fp16': 'float16'}  # per target; float32 where absent
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
@@ -35,7 +34,6 @@ if __name__ == "__main__":
         outputs=OUTPUTS,
         dims=DIMS,
         seed=0,
-        precision=PRECISION.get(target, "float32"),
         reference_only=args.reference_only,
         out_dir=str(ROOT / "build" / 'sam3-image' / target / 'sam_prompt_encoder'),
     )

@@ -16,7 +16,6 @@ INPUTS = [
 ]
 OUTPUTS = ['text_mask', 'text_memory', 'text_embeds']
 DIMS = {}
-PRECISION = {'cuda-fp16': 'float16'}  # per target; float32 where absent
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
@@ -34,7 +33,6 @@ if __name__ == "__main__":
         outputs=OUTPUTS,
         dims=DIMS,
         seed=0,
-        precision=PRECISION.get(target, "float32"),
         reference_only=args.reference_only,
         out_dir=str(ROOT / "build" / 'sam3-image' / target / 'text_encoder'),
     )

@@ -1,0 +1,105 @@
+"""Verification over TVM's RPC (the path a Linux machine uses to verify Metal on a Mac), tested on loopback:
+a real `python -m tvm.exec.rpc_server` on 127.0.0.1 and the CPU target (same code path, another device)."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sam3spec.runtime import reference, verify
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = {"kind": "llvm", "num-cores": 2}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def rpc_server():
+    """HOST:PORT of a TVM RPC server in its own process, as a Mac would run it."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                               "--port", str(port), "--port-end", str(port + 1)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert server.poll() is None, server.stderr.read()
+        time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def _copy(tiny_port, name: str, tmp_path: Path) -> Path:
+    """The tiny cpu port's artifacts of one component, in a folder of its own."""
+    source = ROOT / "build" / "sam3-image-tiny" / "cpu" / name
+    assert json.loads((source / "compile.json").read_text())["status"] == "ok", tiny_port[0].stderr[-2000:]
+    out = tmp_path / name
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("program.pt2", "verify.json"))
+    return out
+
+
+def _tolerances(tiny_plan, name: str) -> dict:
+    return tiny_plan.scaled_tolerances(tiny_plan.component(name), "cpu")
+
+
+@pytest.mark.parametrize("name", ["vit_trunk", "geometry_encoder"])  # static shapes; dynamic dims at 2 sizes
+def test_verify_over_rpc_matches_pytorch(tiny_port, tiny_plan, rpc_server, tmp_path, name):
+    out = _copy(tiny_port, name, tmp_path)
+    verify.run(component=name, target=CPU, tolerances=_tolerances(tiny_plan, name), out_dir=str(out),
+               rpc=rpc_server)
+    result = json.loads((out / "verify.json").read_text())
+    assert result["status"] == "ok" and result["where"] == f"RPC server {rpc_server}"
+    local = json.loads((ROOT / "build" / "sam3-image-tiny" / "cpu" / name / "verify.json").read_text())
+    for remote_out, local_out in zip(result["outputs"], local["outputs"]):
+        assert remote_out["ok"] and remote_out["max_abs"] < 1e-3, remote_out
+        # the same library on the same kind of CPU: the same numbers as verifying in this process
+        assert remote_out["max_abs"] == pytest.approx(local_out["max_abs"], rel=1e-3, abs=1e-7)
+
+
+def test_verify_over_rpc_fails_on_a_wrong_reference(tiny_port, tiny_plan, rpc_server, tmp_path):
+    out = _copy(tiny_port, "vit_trunk", tmp_path)
+    ref = reference.load(out / reference.FILE)
+    for case in ref["cases"]:
+        case["outputs"][0] = case["outputs"][0] + np.float32(0.01)
+    reference.save(out / reference.FILE, ref["input_names"], ref["output_names"], ref["cases"])
+    with pytest.raises(AssertionError, match="outputs outside tolerance: trunk"):
+        verify.run(component="vit_trunk", target=CPU, tolerances=_tolerances(tiny_plan, "vit_trunk"),
+                   out_dir=str(out), rpc=rpc_server)
+    result = json.loads((out / "verify.json").read_text())
+    assert result["status"] == "failed" and result["outputs"][0]["max_abs"] == pytest.approx(0.01, rel=0.05)
+
+
+def test_port_verify_only_over_rpc(tiny_port, rpc_server):
+    """`port --verify-only --rpc`: what a Linux user runs against a Mac, here against loopback and the cpu
+    libraries: weights and reference rebuilt from the seed (checked against the compiled library's record),
+    then every output compared on the server's device."""
+    result = subprocess.run([sys.executable, "-m", "sam3spec", "port", "manifests/sam3-image-tiny.yaml",
+                             "--target", "cpu", "-c", "sam_prompt_encoder", "-c", "scoring_box_head",
+                             "--verify-only", "--rpc", rpc_server],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((ROOT / "build" / "sam3-image-tiny" / "cpu" / "report.json").read_text())
+    assert {c["name"]: (c["status"], c["where"]) for c in report["components"]} == {
+        name: ("verified", f"RPC server {rpc_server}") for name in ("sam_prompt_encoder", "scoring_box_head")}
+
+
+def test_a_bad_rpc_address_is_one_line(tiny_port):
+    result = subprocess.run([sys.executable, "-m", "sam3spec", "port", "manifests/sam3-image-tiny.yaml",
+                             "--target", "cpu", "-c", "scoring_box_head", "--verify-only", "--rpc", "nohost"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode != 0
+    assert "--rpc 'nohost': need HOST:PORT" in result.stdout + result.stderr
