@@ -20,7 +20,7 @@ NO_DEPS = ["sam3==0.1.4", "timm==1.0.31", "open_clip_torch==3.3.0"]  # each woul
 
 def install(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install(TVM, *SAM3_DEPS, "jsonschema", "jinja2")
+    session.install(TVM, *SAM3_DEPS, "jsonschema", "jinja2", "cloudpickle")  # cloudpickle: TVM's RPC server
     session.install("--no-deps", *NO_DEPS)
     session.install("--no-deps", "-e", ".")
     session.run("python", "-c", "import torch, sys; v = torch.__version__; print('torch', v); "

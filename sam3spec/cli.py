@@ -158,7 +158,7 @@ def cmd_port(args) -> int:
         print(f"\n=== [{i}/{len(names)}] {name} → {args.target} ===", flush=True)
         out = plan.build_dir(_root(), args.target) / name
         steps = _verify_only_steps(out) if verify_only else STEPS
-        for step in steps:
+        for step in (*STEPS, "reference") if not verify_only else steps:  # no stale result from an earlier run
             (out / f"{step}.json").unlink(missing_ok=True)
         for step in steps:
             script = scripts / name / (f"{step}_{args.target}.py" if step in ("compile", "verify") else "export.py")

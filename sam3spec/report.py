@@ -67,7 +67,7 @@ def summary(report: dict) -> list[str]:
     comps = report["components"]
     lines = [f"{report['verified']} of {len(comps)} components verified"
              + "".join(f" on {w}" for w in sorted({c['where'] for c in comps if c.get('where')}))
-             + (f", {report['failed']} failed" if report["failed"] else "") + "."]
+             + (f", {report['failed']} failed" if report.get("failed") else "") + "."]
     waiting = [c for c in comps if c["status"] == "compiled"]
     for reason in sorted({c["not_verified"] for c in waiting}):
         names = [c["name"] for c in waiting if c["not_verified"] == reason]
@@ -109,8 +109,11 @@ def write(plan: Plan, root: Path, target: str, components: list[str]) -> dict:
 
 
 def bench_markdown(bench: dict) -> str:
+    setting = bench["components"][0].get("pytorch", "") if bench["components"] else ""
+    where = (f"{bench['cpu']}; PyTorch {setting}; every call waited for." if "cuda" in setting
+             else f"{bench['cpu']}, {bench['threads']} threads for both.")
     lines = [f"# {bench['manifest']} on {bench['target']}: TVM vs PyTorch eager", "",
-             f"{bench['cpu']}, {bench['threads']} threads for both. Medians over turns alternating PyTorch and TVM "
+             f"{where} Medians over turns alternating PyTorch and TVM "
              "(in each turn an untimed call, then the timed one). FLOPs: multiply-adds x 2 of matmuls, "
              "convolutions and attention (torch.utils.flop_counter).", "",
              "| component | TVM ms | PyTorch ms | TVM / PyTorch | GFLOP | TVM GFLOP/s | PyTorch GFLOP/s | repeats |",

@@ -36,7 +36,7 @@ def test_bench_refuses_components_that_are_not_compiled(tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-m", "sam3spec", "bench", "manifests/sam3-image-tiny.yaml", "--target",
                              "metal"], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert result.returncode == 2 and "cpu (llvm) target" in result.stderr
+    assert result.returncode == 2 and "bench runs on cpu (llvm) and cuda targets; 'metal' is metal" in result.stderr
     fresh = tmp_path / "repo"  # a checkout with nothing built
     for name in ("manifests", "templates"):
         shutil.copytree(ROOT / name, fresh / name)

@@ -39,10 +39,10 @@ def test_every_output_within_its_tolerance(tiny_report):
 
 
 def test_dynamic_components_checked_at_two_sizes():
-    for name in ("geometry_encoder", "sam_prompt_encoder", "decoder"):
-        import torch
+    from sam3spec.runtime import reference as reference_lib
 
-        reference = torch.load(ROOT / "build" / "sam3-image-tiny" / "cpu" / name / "reference.pt", weights_only=False)
+    for name in ("geometry_encoder", "sam_prompt_encoder", "decoder"):
+        reference = reference_lib.load(ROOT / "build" / "sam3-image-tiny" / "cpu" / name / reference_lib.FILE)
         shapes = [tuple(tuple(t.shape) for t in case["inputs"]) for case in reference["cases"]]
         assert len(shapes) == 2 and shapes[0] != shapes[1], name
 

@@ -38,13 +38,34 @@ def test_entry_reports_first_failure_and_skips(tmp_path):
     _write(good, "verify", status="ok", outputs=[out])
     _write(bad, "compile", status="failed", error="InternalError: boom")
     _write(skipped, "compile", status="ok")
-    _write(skipped, "verify", status="skipped", reason="no metal device on this machine")
+    _write(skipped, "verify", status="skipped", reason="no metal device on this machine (Linux x86_64)",
+           how="on a Mac run `nox -s port-metal`")
     entries = {d.name: report.entry(d.name, d) for d in (good, bad, skipped)}
     assert entries["good"]["status"] == "verified" and entries["good"]["outputs"] == [out]
     assert entries["good"]["seconds"] == {"export": 1.5, "compile": 1.5, "verify": 1.5}
     assert entries["bad"]["status"] == "compile failed: InternalError: boom"
-    assert entries["skipped"]["status"] == "compiled (verify skipped: no metal device on this machine)"
+    assert entries["skipped"]["status"] == "compiled"
+    assert entries["skipped"]["not_verified"] == "no metal device on this machine (Linux x86_64)"
     assert [entries[n]["failed"] for n in ("good", "bad", "skipped")] == [False, True, False]
     md = report.markdown({"manifest": "m", "target": "cpu", "verified": 1, "components": list(entries.values())})
     assert "| good | verified | y | 1.00e-06 | 1.00e-05 | 0.0001 | 0.0001 | 1.5 | 1.5 | 1.5 |" in md
     assert "| bad | compile failed: InternalError: boom |" in md
+
+
+def test_summary_says_what_was_not_verified_why_and_how(tmp_path):
+    pipeline = {"name": "sam3spec.pipelines.gpu_dlight:pipeline", "options": {"metal_simdgroup_matmul": False}}
+    for name in ("a", "b"):
+        _write(tmp_path / name, "export", status="ok", exported_vs_original_max_abs=0.0)
+        _write(tmp_path / name, "compile", status="ok", pipeline=pipeline, sources=["kernels.metal"],
+               schedule={"rules": {"Matmul": 2, "Fallback": 3}, "passed_over": ["f: GEMV raised ValueError: x"]})
+        _write(tmp_path / name, "verify", status="skipped", reason="no metal device on this machine (Linux x86_64)",
+               how="on a Mac run `nox -s port-metal -- m.yaml`")
+    entries = [report.entry(n, tmp_path / n) for n in ("a", "b")]
+    md = report.markdown({"manifest": "m", "target": "metal", "verified": 0, "failed": 0, "components": entries})
+    assert "0 of 2 components verified." in md
+    assert ("**Not verified** (2 compiled only: a, b): no metal device on this machine (Linux x86_64). "
+            "To verify, on a Mac run `nox -s port-metal -- m.yaml`.") in md
+    assert "`<component>/kernels.metal`" in md
+    assert 'Pipeline: `sam3spec.pipelines.gpu_dlight:pipeline` with {"metal_simdgroup_matmul": false}.' in md
+    assert "Fallback 6, Matmul 4; 2 rule applications passed over" in md
+    assert "| a | compiled |" in md and "verified |" not in md

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import port_command
 
 from sam3spec.runtime import reference, verify
 
@@ -83,23 +84,43 @@ def test_verify_over_rpc_fails_on_a_wrong_reference(tiny_port, tiny_plan, rpc_se
     assert result["status"] == "failed" and result["outputs"][0]["max_abs"] == pytest.approx(0.01, rel=0.05)
 
 
-def test_port_verify_only_over_rpc(tiny_port, rpc_server):
+def test_port_verify_only_over_rpc(tiny_port, rpc_server, tmp_path):
     """`port --verify-only --rpc`: what a Linux user runs against a Mac, here against loopback and the cpu
-    libraries: weights and reference rebuilt from the seed (checked against the compiled library's record),
-    then every output compared on the server's device."""
-    result = subprocess.run([sys.executable, "-m", "sam3spec", "port", "manifests/sam3-image-tiny.yaml",
-                             "--target", "cpu", "-c", "sam_prompt_encoder", "-c", "scoring_box_head",
-                             "--verify-only", "--rpc", rpc_server],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    libraries, in a copy of the repository's build/: one component as compiled (weights and reference there),
+    one without them (rebuilt from the seed and checked against the library's params.json), then every
+    output compared on the server's device."""
+    for name in ("manifests", "templates"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    names = ("sam_prompt_encoder", "scoring_box_head")
+    for name in names:
+        shutil.copytree(ROOT / "build" / "sam3-image-tiny" / "cpu" / name,
+                        tmp_path / "build" / "sam3-image-tiny" / "cpu" / name,
+                        ignore=shutil.ignore_patterns("verify.json", "reference.json"))
+    for stale in ("params.bin", reference.FILE):
+        (tmp_path / "build" / "sam3-image-tiny" / "cpu" / "scoring_box_head" / stale).unlink()
+    result = port_command("manifests/sam3-image-tiny.yaml", "--target", "cpu", "-c", names[0], "-c", names[1],
+                          "--verify-only", "--rpc", rpc_server, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads((ROOT / "build" / "sam3-image-tiny" / "cpu" / "report.json").read_text())
+    report = json.loads((tmp_path / "build" / "sam3-image-tiny" / "cpu" / "report.json").read_text())
     assert {c["name"]: (c["status"], c["where"]) for c in report["components"]} == {
-        name: ("verified", f"RPC server {rpc_server}") for name in ("sam_prompt_encoder", "scoring_box_head")}
+        name: ("verified", f"RPC server {rpc_server}") for name in names}
+    rebuilt = json.loads((tmp_path / "build" / "sam3-image-tiny" / "cpu" / "scoring_box_head" / "reference.json")
+                         .read_text())
+    assert rebuilt["status"] == "ok" and rebuilt["params"]["identical"] > 0 and rebuilt["params"]["close"] == 0
+    assert not (tmp_path / "build" / "sam3-image-tiny" / "cpu" / "sam_prompt_encoder" / "reference.json").exists()
 
 
 def test_a_bad_rpc_address_is_one_line(tiny_port):
     result = subprocess.run([sys.executable, "-m", "sam3spec", "port", "manifests/sam3-image-tiny.yaml",
                              "--target", "cpu", "-c", "scoring_box_head", "--verify-only", "--rpc", "nohost"],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode != 0
-    assert "--rpc 'nohost': need HOST:PORT" in result.stdout + result.stderr
+    assert result.returncode == 2 and result.stderr.startswith("--rpc nohost: need HOST:PORT")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_nothing_answering_at_the_rpc_address_is_one_line(tiny_port):
+    result = subprocess.run([sys.executable, "-m", "sam3spec", "port", "manifests/sam3-image-tiny.yaml",
+                             "--target", "cpu", "-c", "scoring_box_head", "--rpc", f"127.0.0.1:{_free_port()}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "no TVM RPC server answers there" in result.stderr and "python -m tvm.exec.rpc_server" in result.stderr

@@ -5,7 +5,7 @@
 # compiled CUDA library (components in parallel), and time each against PyTorch on the same GPU.
 #
 #   usage: tools/gpu-run.sh MANIFEST TARGET [TARGET ...]   (results under build/<name>/<target>/)
-#   JOBS: components verified at once (default 4); BENCH=0 skips the timing
+#   JOBS: components verified at once (default 4); BENCH=0 skips the timing; COMPONENTS="a b": only these
 set -uo pipefail
 manifest=$1; shift
 mkdir -p /tmp/site
@@ -13,13 +13,15 @@ tar -xJf .gpu-bundle/tvm-runtime.tar.xz -C /tmp/site
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-bundle/*.whl
 export PYTHONPATH=/tmp/site:$PWD TVM_USE_RUNTIME_LIB=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 for staged in .gpu-carry/*.tar.xz; do tar -xJf "$staged"; done
-names=$(python3 -c "import sys; from sam3spec import manifest, plan; from pathlib import Path
+names=${COMPONENTS:-}
+[ -n "$names" ] || names=$(python3 -c "import sys; from sam3spec import manifest, plan; from pathlib import Path
 print(' '.join(c.name for c in plan.make(manifest.load(sys.argv[1]), Path('.')).components))" "$manifest")
 status=0
 for target in "$@"; do
   for name in $names; do echo "$name"; done | xargs -P "${JOBS:-4}" -I{} sh -c \
     "python3 -m sam3spec port $manifest --target $target --verify-only -c {} > build/verify-$target-{}.log 2>&1"
-  python3 -m sam3spec report "$manifest" --target "$target" || status=1
-  if [ "${BENCH:-1}" = 1 ]; then python3 -m sam3spec bench "$manifest" --target "$target" || status=1; fi
+  only=$(for name in $names; do printf -- "-c %s " "$name"; done)
+  python3 -m sam3spec report "$manifest" --target "$target" $only || status=1
+  if [ "${BENCH:-1}" = 1 ]; then python3 -m sam3spec bench "$manifest" --target "$target" $only || status=1; fi
 done
 exit $status

@@ -116,22 +116,45 @@ def float64_as_float32() -> tvm.transform.Pass:
 
 
 class SimpleLoops(dl.ScheduleRule):
-    """Last resort for a function no dlight rule schedules: each block's outermost loop, where it is
-    spatial, split over blocks x 64 threads (else one thread); no fusing, so no affine-map proofs that
-    symbolic shapes defeat. Correct, not fast."""
+    """Last resort for a function no dlight rule schedules: in each block, the leading spatial loops go to
+    the grid, the innermost of them split over blocks x 64 threads (blockIdx.x, threadIdx.x) and the next two
+    out on blockIdx.y and blockIdx.z; the rest run in each thread. No fusing, so no affine-map proofs that
+    symbolic shapes defeat. Correct, not fast: a leading loop of extent 1 (batch) must not leave the work to
+    one thread (SAM's mask decoder attention took 3.6 s so on an H200)."""
 
     def apply(self, func, target, _tunable):
         sch = s_tir.Schedule(func)
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             loops = sch.get_loops(block)
-            if loops and _spatial_only(sch, block, loops[0]):
-                bx, tx = sch.split(loops[0], factors=[None, 64])
+            spatial = []
+            for loop in loops:
+                if not _spatial_only(sch, block, loop):
+                    break
+                spatial.append(loop)
+            spatial = [l for l in spatial if not _extent_one(sch, l)] or spatial[:1]
+            if spatial:
+                bx, tx = sch.split(spatial[-1], factors=[None, 64])
+                for loop, axis in zip(reversed(spatial[:-1]), ("blockIdx.y", "blockIdx.z")):
+                    if _fits_grid(sch, loop):
+                        sch.bind(loop, axis)
             else:
                 tx = sch.add_unit_loop(block)
                 bx = sch.add_unit_loop(tx)
             sch.bind(bx, "blockIdx.x")
             sch.bind(tx, "threadIdx.x")
         return sch
+
+
+def _extent_one(sch, loop) -> bool:
+    extent = sch.get(loop).extent
+    return isinstance(extent, tirx.IntImm) and extent.value == 1
+
+
+def _fits_grid(sch, loop) -> bool:
+    """Whether a loop may take blockIdx.y/z (at most 65535 on CUDA): a constant that fits, or a symbolic
+    extent (the manifests' dynamic dims are prompt counts)."""
+    extent = sch.get(loop).extent
+    return not isinstance(extent, tirx.IntImm) or extent.value <= 65535
 
 
 _get_sblock_realize = tvm.get_global_func("s_tir.schedule.GetSBlockRealize")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax, te
+from tvm.relax.utils import copy_with_new_vars
 
 from sam3spec.pipelines import plain_conv2d, static_shape
 
@@ -124,5 +125,26 @@ def pack_weights(col: int, stats: dict | None = None) -> tvm.transform.Pass:
 
 
 def lift() -> list:
-    """Move everything that depends only on the weights into ``<func>_transform_params``."""
-    return [relax.transform.LiftTransformParams(), relax.transform.DeadCodeElimination()]
+    """Move everything that depends only on the weights into ``<func>_transform_params``, and give each of
+    those a ``_flat`` twin that takes the weights one by one (TVM's RPC cannot pass a tuple argument)."""
+    return [relax.transform.LiftTransformParams(), relax.transform.DeadCodeElimination(), flat_transform_params]
+
+
+@tvm.transform.module_pass(opt_level=0, name="sam3spec.FlatTransformParams")
+def flat_transform_params(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """``<func>_transform_params_flat(p0, p1, ...)`` = ``<func>_transform_params((p0, p1, ...))``: a library
+    driven over TVM's RPC (a Mac's Metal device from Linux) can call it, which it cannot the tuple form."""
+    for gvar, func in list(mod.functions_items()):
+        if not (isinstance(func, relax.Function) and gvar.name_hint.endswith("_transform_params")
+                and len(func.params) == 1 and isinstance(func.params[0].ty, relax.TupleType)):
+            continue
+        # a copy of the function whose body starts by binding its tuple parameter to a tuple of the new
+        # ones (no call between functions: relax FastMath's mutator fails on a call to a GlobalVar)
+        copy = copy_with_new_vars(func)
+        weights = [relax.Var(f"p{i}", ty) for i, ty in enumerate(copy.params[0].ty.fields)]
+        body = relax.SeqExpr([relax.BindingBlock([relax.VarBinding(copy.params[0], relax.Tuple(weights))]),
+                              *copy.body.blocks], copy.body.body)
+        name = gvar.name_hint + "_flat"
+        mod[name] = relax.Function(weights, body, copy.ret_ty, copy.is_pure, copy.attrs).with_attr(
+            "global_symbol", name)
+    return mod

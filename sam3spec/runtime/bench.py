@@ -63,6 +63,14 @@ def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int) -> dict
             "ratio": v_med / t_med}
 
 
+def _pytorch_setting(where: str, autocast: str | None) -> str:
+    """How PyTorch ran, in words: on a GPU, sam3's model_builder turns on TF32 matmuls at import (Ampere+)."""
+    if autocast:
+        return f"eager {where}, autocast {autocast}"
+    tf32 = where == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    return f"eager {where}, float32" + (" (TF32 matmuls and convolutions, as sam3 sets them)" if tf32 else "")
+
+
 def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict, build_dir: str,
         seed: int, repeats: int | None = None, min_repeats: int = 3, autocast: str | None = None) -> list[dict]:
     """components: [{name, adapter, inputs, dims}] compiled under build_dir/<name>/. On a cuda target both run
@@ -97,7 +105,7 @@ def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict,
             timing = measure(torch_call, tvm_call, repeats, min_repeats)
         count = flops(module, args)
         results.append({"component": comp["name"], "dims": example, "threads": torch.get_num_threads(),
-                        "pytorch": f"eager {where}, " + (f"autocast {autocast}" if autocast else "float32"),
+                        "pytorch": _pytorch_setting(where, autocast),
                         "tvm_threads": compiled.threads, "flops": count,
                         "tvm_gflops": count / timing["tvm_median_s"] / 1e9,
                         "torch_gflops": count / timing["torch_median_s"] / 1e9, **timing})

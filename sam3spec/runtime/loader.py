@@ -105,13 +105,25 @@ def compiled(out_dir: str | Path) -> bool:
     return result.get("status") == "ok" and (Path(out_dir) / result.get("library", "")).is_file()
 
 
-def transform_params(vm, weights: list) -> list | None:
-    """The weights laid out as ``main`` takes them by ``main_transform_params``; None if there is none."""
+def transform_params(vm, weights: list, remote: bool = False) -> list | None:
+    """The weights laid out as ``main`` takes them by ``main_transform_params``; None if there is none.
+    remote: over TVM's RPC, which cannot carry the tuple argument: the ``_flat`` twin, called statefully."""
     try:
         transform = vm["main_transform_params"]
     except AttributeError:  # the pipeline packed no weights
         return None
-    return list(transform(weights))
+    if not remote:
+        return list(transform(weights))
+    return _stateful(vm, "main_transform_params_flat", weights)
+
+
+def _stateful(vm, name: str, args: list) -> list:
+    """Call a VM function through set_input / invoke_stateful / get_outputs: the calls TVM's RPC carries
+    (tuples in and out are not)."""
+    vm.set_input(name, *args)
+    vm.invoke_stateful(name)
+    out = vm.get_outputs(name)
+    return list(out) if isinstance(out, tuple) else [out]
 
 
 class Component:
@@ -139,8 +151,9 @@ class Component:
         self.vm = VirtualMachine(module, self.device, memory_cfg="pooled")
         params = tvm.runtime.load_param_dict((out / "params.bin").read_bytes())
         weights = [tvm.runtime.tensor(params[f"p{i}"].numpy(), self.device) for i in range(len(params))]
-        packed = transform_params(self.vm, weights)
+        packed = transform_params(self.vm, weights, remote=remote is not None)
         self.weights = weights if packed is None else packed
+        self.remote = remote is not None
         self.main = self.vm["main"]
 
     def tensors(self, inputs) -> list:
@@ -150,6 +163,8 @@ class Component:
 
     def run_tensors(self, args: list) -> list:
         """Run on TVM tensors (from :meth:`tensors`); returns TVM tensors (adapters return tuples)."""
+        if self.remote:
+            return _stateful(self.vm, "main", [*args, *self.weights])
         return list(self.main(*args, *self.weights))
 
     def __call__(self, *inputs) -> list:
