@@ -125,13 +125,19 @@ def _rpc_problem(address: str) -> str | None:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         return "need HOST:PORT (a `python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090` there)"
+    import socket
+
     from tvm import rpc
 
+    start = f"start `python -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}` on that machine"
+    try:  # fails at once where nothing listens (TVM's connect retries for a minute)
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        return f"nothing answers there ({exc.strerror or exc}); {start}"
     try:
         rpc.connect(host, int(port), session_timeout=30)
     except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for a refused or failed handshake
-        return (f"no TVM RPC server answers there ({str(exc).strip().splitlines()[-1][:200]}); start "
-                f"`python -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}` on that machine")
+        return f"no TVM RPC server answers there ({str(exc).strip().splitlines()[-1][:200]}); {start}"
     return None
 
 

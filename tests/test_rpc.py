@@ -2,7 +2,9 @@
 a real `python -m tvm.exec.rpc_server` on 127.0.0.1 and the CPU target (same code path, another device)."""
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,13 +27,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rpc_server():
-    """HOST:PORT of a TVM RPC server in its own process, as a Mac would run it."""
+    """HOST:PORT of a TVM RPC server in its own process, as a Mac would run it. One per test: the server
+    serves one session at a time, and a session lives as long as its objects in the client's process."""
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                                "--port", str(port), "--port-end", str(port + 1)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline:
         with socket.socket() as s:
@@ -40,7 +43,7 @@ def rpc_server():
         assert server.poll() is None, server.stderr.read()
         time.sleep(0.2)
     yield f"127.0.0.1:{port}"
-    server.terminate()
+    os.killpg(server.pid, signal.SIGTERM)   # the server and the worker processes it forks
     server.wait(timeout=30)
 
 
@@ -123,4 +126,4 @@ def test_nothing_answering_at_the_rpc_address_is_one_line(tiny_port):
                              "--target", "cpu", "-c", "scoring_box_head", "--rpc", f"127.0.0.1:{_free_port()}"],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "no TVM RPC server answers there" in result.stderr and "python -m tvm.exec.rpc_server" in result.stderr
+    assert "nothing answers there" in result.stderr and "python -m tvm.exec.rpc_server" in result.stderr
