@@ -122,8 +122,11 @@ def _components(plan: plan_lib.Plan, args) -> list[str] | None:
 
 def _rpc_problem(address: str) -> str | None:
     """Why HOST:PORT is no TVM RPC server we can reach (None when it answers), checked before any step runs."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    from sam3spec.runtime.verify import host_port
+
+    try:
+        host, port = host_port(address)
+    except ValueError:
         return "need HOST:PORT (a `python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090` there)"
     import socket
 
@@ -131,11 +134,11 @@ def _rpc_problem(address: str) -> str | None:
 
     start = f"start `python -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}` on that machine"
     try:  # fails at once where nothing listens (TVM's connect retries for a minute)
-        socket.create_connection((host, int(port)), timeout=10).close()
+        socket.create_connection((host, port), timeout=10).close()
     except OSError as exc:
         return f"nothing answers there ({exc.strerror or exc}); {start}"
     try:
-        rpc.connect(host, int(port), session_timeout=30)
+        rpc.connect(host, port, session_timeout=30)
     except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for a refused or failed handshake
         return f"no TVM RPC server answers there ({str(exc).strip().splitlines()[-1][:200]}); {start}"
     return None
@@ -146,13 +149,14 @@ def cmd_port(args) -> int:
     names = _components(plan, args) if plan else None
     if names is None:
         return EXIT_INVALID
-    if args.rpc and (problem := _rpc_problem(args.rpc)):
-        print(f"--rpc {args.rpc}: {problem}", file=sys.stderr)
+    # bench --build and e2e --build call this with manifest, target and component only
+    rpc, verify_only = getattr(args, "rpc", None), getattr(args, "verify_only", False)
+    if rpc and (problem := _rpc_problem(rpc)):
+        print(f"--rpc {rpc}: {problem}", file=sys.stderr)
         return EXIT_INVALID
     touched = render.write(render.render(plan, _root()), _root() / "generated", [plan.name])
     print(f"generate: {len(touched)} file(s) changed", flush=True)
     scripts = plan.generated_dir(_root())
-    verify_only = getattr(args, "verify_only", False)
     if verify_only:
         missing = [n for n in names if not loader.compiled(plan.build_dir(_root(), args.target) / n)]
         if missing:
@@ -164,12 +168,13 @@ def cmd_port(args) -> int:
         print(f"\n=== [{i}/{len(names)}] {name} → {args.target} ===", flush=True)
         out = plan.build_dir(_root(), args.target) / name
         steps = _verify_only_steps(out) if verify_only else STEPS
-        for step in (*STEPS, "reference") if not verify_only else steps:  # no stale result from an earlier run
+        stale = steps if verify_only else (*STEPS, "reference")  # no result left from an earlier run
+        for step in stale:
             (out / f"{step}.json").unlink(missing_ok=True)
         for step in steps:
             script = scripts / name / (f"{step}_{args.target}.py" if step in ("compile", "verify") else "export.py")
             extra = {"export": ["--target", args.target], "reference": ["--target", args.target, "--reference-only"],
-                     "verify": ["--rpc", args.rpc] if getattr(args, "rpc", None) else []}.get(step, [])
+                     "verify": ["--rpc", rpc] if rpc else []}.get(step, [])
             if not _run_script(script, out / f"{step}.json", *extra, cpu_only=step in ("export", "reference")):
                 break
     return _report(plan, args.target, names)

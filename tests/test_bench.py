@@ -45,3 +45,18 @@ def test_bench_refuses_components_that_are_not_compiled(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "not compiled for cpu: neck" in result.stderr and "port" in result.stderr
     assert not (fresh / "build" / "sam3-image-tiny" / "cpu" / "bench.json").exists()
+
+
+def test_bench_build_ports_what_is_missing_first(tmp_path):
+    """`bench --build` runs `port` for the components not compiled yet (port's own options left at their
+    defaults), then times them."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TVM_NUM_THREADS": "2"}
+    for name in ("manifests", "templates"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    result = subprocess.run([sys.executable, "-m", "sam3spec", "bench", "manifests/sam3-image-tiny.yaml", "-c",
+                             "scoring_box_head", "--build", "--repeats", "3"], cwd=tmp_path, capture_output=True,
+                            text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bench: porting scoring_box_head first" in result.stdout
+    assert (tmp_path / "build" / "sam3-image-tiny" / "cpu" / "scoring_box_head" / "verify.json").is_file()
+    assert "| scoring_box_head |" in (tmp_path / "build" / "sam3-image-tiny" / "cpu" / "bench.md").read_text()

@@ -52,14 +52,12 @@ def device_sources(executable) -> dict[str, str]:
     while pending:
         module = pending.pop()
         pending.extend(module.imports)
-        kind = module.kind
-        if kind in SOURCE_FILE:
-            found[kind] = module.inspect_source(SOURCE_LANGUAGE.get(kind, ""))
+        if module.kind in SOURCE_FILE:
+            found[module.kind] = module.inspect_source(module.kind)
     return found
 
 
-SOURCE_FILE = {"metal": "kernels.metal", "cuda": "kernels.cu"}
-SOURCE_LANGUAGE = {"metal": "metal", "cuda": "cuda"}
+SOURCE_FILE = {"metal": "kernels.metal", "cuda": "kernels.cu"}  # by module kind, which names the language too
 
 
 # apache-tvm 0.27's CUDA codegen keeps CUDA C in the library (it has no CUDA runtime to build against); the

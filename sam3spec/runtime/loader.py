@@ -51,15 +51,14 @@ def cuda_jit(arch: str) -> None:
 
     import tvm_ffi
 
-    if not shutil.which("nvcc"):
+    nvcc = shutil.which("nvcc")
+    if not nvcc:
         return
 
     def compile_cuda(code, *_target):
-        import shutil
         import subprocess
         import tempfile
 
-        nvcc = shutil.which("nvcc")
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "kernels.cu").write_text(code)
             subprocess.run([nvcc, "--fatbin", "-O3", f"-arch={arch}", "-o", "kernels.fatbin", "kernels.cu"],

@@ -17,8 +17,8 @@ HOW_TO_VERIFY = {
     "metal": "on a Mac with Apple silicon run `nox -s port-metal -- {manifest}`; or start "
              "`python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090` on the Mac and run "
              "`nox -s port-metal -- {manifest} --rpc MAC_ADDRESS:9090` here",
-    "cuda": "copy the repository with build/ to a machine with an NVIDIA GPU and the TVM runtime and run the "
-            "verify scripts there (README: port-cuda)",
+    "cuda": "copy the repository with build/ to a machine with an NVIDIA GPU and the TVM runtime and run "
+            "`python -m sam3spec port {manifest} --target TARGET --verify-only` there (README: CUDA)",
 }
 
 
@@ -36,14 +36,19 @@ def compare(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) 
             "ok": bool((diff <= atol + rtol * scale).all())}
 
 
+def host_port(address: str) -> tuple[str, int]:
+    """HOST:PORT as (host, port); ValueError if it is not that."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--rpc {address!r}: need HOST:PORT")
+    return host, int(port)
+
+
 def connect(address: str):
     """A TVM RPC session to HOST:PORT (a `python -m tvm.exec.rpc_server` there)."""
     from tvm import rpc
 
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--rpc {address!r}: need HOST:PORT")
-    return rpc.connect(host, int(port))
+    return rpc.connect(*host_port(address))
 
 
 def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: str, manifest: str = "",
