@@ -1,12 +1,19 @@
 """Sessions: `nox -s port-cpu [-- MANIFEST] [--component NAME]`, `port-metal`, `port-cuda`,
-`bench [-- MANIFEST]`, `e2e-cpu [-- MANIFEST]`, `tests`."""
+`bench [-- MANIFEST]`, `e2e-cpu [-- MANIFEST]`, `tests` (on every Python in PYTHONS: `tests-3.11`, `tests-3.13`),
+`fuzz [-- CASES]`."""
+
+import os
+import re
+import shutil
+import subprocess
 
 import nox
 
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["tests"]
 
-TORCH = "torch==2.13.0"  # the CPU build; installed first so that nothing else brings a CUDA torch
+PYTHONS = ["3.11", "3.13"]  # `nox -s tests` runs both; nox skips one it cannot find, but not where CI is set
+TORCH = "2.13.0"  # installed first, the CPU build where pip sees one, so that nothing else brings another torch
 TVM = "apache-tvm==0.27.0.post1"
 # sam3 0.1.4's own requirements (and those it imports without declaring: psutil, pillow; scipy for its Hungarian
 # matching, scikit-image for its CPU connected components, which SAM's mask post-processing calls), minus
@@ -18,14 +25,58 @@ SAM3_DEPS = ["numpy>=1.26,<2.4", "tqdm>=4.66,<4.68", "ftfy>=6.1.1,<6.4", "regex>
 NO_DEPS = ["sam3==0.1.4", "timm==1.0.31", "open_clip_torch==3.3.0"]  # each would pull torch + torchvision
 
 
+def _pyenv_interpreters(versions: list[str]) -> None:
+    """pyenv's shims run only the versions pyenv has active: make the newest installed X.Y.Z of each of `versions`
+    active too, for this nox run only (PYENV_VERSION), so that nox finds python3.13 where pyenv has it."""
+    pyenv = shutil.which("pyenv") or os.path.join(os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv")),
+                                                  "bin", "pyenv")
+    if not os.access(pyenv, os.X_OK):
+        return
+    try:
+        root = os.environ.get("PYENV_ROOT") or subprocess.run([pyenv, "root"], capture_output=True, text=True,
+                                                             check=True).stdout.strip()
+        active = os.environ.get("PYENV_VERSION") or subprocess.run(
+            [pyenv, "version-name"], capture_output=True, text=True, check=True).stdout.strip()
+        installed = os.listdir(os.path.join(root, "versions"))
+    except (OSError, subprocess.CalledProcessError):
+        return
+    names = [v for v in active.split(":") if v]
+    for want in versions:
+        if any(v == want or v.startswith(want + ".") for v in names):
+            continue
+        found = [v for v in installed if re.fullmatch(re.escape(want) + r"\.\d+", v)]
+        if found:
+            names.append(max(found, key=lambda v: int(v.rpartition(".")[2])))
+    if names:
+        os.environ["PYENV_VERSION"] = ":".join(names)
+
+
+_pyenv_interpreters(PYTHONS)
+
+# torch's distribution version ('2.13.0+cpu': the CPU build; '2.13.0': PyPI's) and CUDA version, on one line.
+TORCH_BUILD = "import importlib.metadata as m, torch; build = f\"{m.version('torch')} (CUDA {torch.version.cuda})\""
+SHOW_TORCH = TORCH_BUILD + "; print(build)"
+SAME_TORCH = TORCH_BUILD + ("; import sys; print('torch', build); sys.exit(0 if build == sys.argv[1] else "
+                            "f'torch {sys.argv[1]} was replaced by {build} after it was installed')")
+
+
 def install(session: nox.Session) -> None:
-    session.install(TORCH)
+    # torch first: the CPU build (2.13.0+cpu) where pip sees one (this machine's local wheel for Python 3.11, or
+    # PyTorch's CPU index where pip is pointed at it); elsewhere PyPI's 2.13.0, on Linux a CUDA build with the
+    # nvidia-* libraries and triton (it runs on the CPU; ~5 GB installed), on macOS a CPU build.
+    if session.run_install("python", "-m", "pip", "install", "-q", f"torch=={TORCH}+cpu", silent=True,
+                           success_codes=[0, 1]) is None:
+        return  # --no-install on a reused environment
+    build = session.run_install("python", "-c", SHOW_TORCH, silent=True, success_codes=[0, 1]).splitlines()[-1]
+    if not build.startswith(f"{TORCH}+cpu "):
+        session.log(f"no CPU build of torch {TORCH} for this Python here: PyPI's")
+        session.install(f"torch=={TORCH}")
+        build = session.run_install("python", "-c", SHOW_TORCH, silent=True).splitlines()[-1]  # after warnings
     session.install(TVM, *SAM3_DEPS, "jsonschema", "jinja2", "cloudpickle")  # cloudpickle: TVM's RPC server
     session.install("--no-deps", *NO_DEPS)
     session.install("--no-deps", "-e", ".")
-    session.run("python", "-c", "import torch, sys; v = torch.__version__; print('torch', v); "
-                "sys.exit(0 if v.startswith('2.13.0') and not torch.version.cuda else 'a CUDA torch was installed')",
-                silent=False)
+    # Nothing installed after torch may replace it (a package that asks for torch brings PyPI's newest CUDA build).
+    session.run_install("python", "-c", SAME_TORCH, build)
 
 
 def manifest_args(session: nox.Session) -> list[str]:
@@ -73,9 +124,19 @@ def e2e_cpu(session: nox.Session) -> None:
     session.run("python", "-m", "sam3spec", "e2e", "--target", "cpu", "--build", *manifest_args(session))
 
 
-@nox.session
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The test suite, including the tiny manifest through the whole real pipeline."""
     install(session)
     session.install("pytest")
     session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Seeded random mutations of the shipped manifests through `validate`, more than the suite runs
+    (`nox -s fuzz -- 20000`): every case exit 0 or 2 with located lines, no traceback, within its time bound."""
+    install(session)
+    session.install("pytest")
+    cases = session.posargs[0] if session.posargs else "5000"
+    session.run("pytest", "-q", "-s", "tests/test_fuzz_validate.py", env={"SAM3SPEC_FUZZ_CASES": cases})

@@ -6,15 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from sam3spec import manifest as manifest_lib, plan as plan_lib, render, report as report_lib
-from sam3spec.plan import STEPS
-from sam3spec.runtime.artifacts import write_json
 from sam3spec.runtime import loader
+from sam3spec.runtime.artifacts import ArtifactError
 
 DEFAULT_MANIFEST = "manifests/sam3-image.yaml"
 EXIT_INVALID = 2
@@ -85,20 +82,6 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _run_script(script: Path, result: Path, *extra: str, cpu_only: bool = False) -> bool:
-    """Runs one generated script in its own process, its output shown as it comes. A process that dies
-    without writing its result (a crash in native code) gets one written for it. cpu_only: no CUDA device
-    visible (the PyTorch reference is a CPU run, as at export; on a GPU machine sam3 would build on cuda)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_root()), os.environ.get("PYTHONPATH")])))
-    if cpu_only:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    code = subprocess.run([sys.executable, str(script), *extra], env=env, cwd=_root()).returncode
-    if code != 0 and not result.is_file():
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        write_json(result, {"step": result.stem, "status": "failed", "error": f"process {how} before writing a result"})
-    return code == 0
-
-
 def _load_plan(manifest: str) -> plan_lib.Plan | None:
     """The manifest's plan; None, its errors printed, if it is not valid."""
     manifests = _load_all([manifest])
@@ -120,43 +103,19 @@ def _components(plan: plan_lib.Plan, args) -> list[str] | None:
     return args.component or names
 
 
-def _rpc_problem(address: str) -> str | None:
-    """Why HOST:PORT is no TVM RPC server we can reach (None when it answers), checked before any step runs."""
-    from sam3spec.runtime.verify import host_port
-
-    try:
-        host, port = host_port(address)
-    except ValueError:
-        return "need HOST:PORT (a `python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090` there)"
-    import socket
-
-    from tvm import rpc
-
-    start = f"start `python -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}` on that machine"
-    try:  # fails at once where nothing listens (TVM's connect retries for a minute)
-        socket.create_connection((host, port), timeout=10).close()
-    except OSError as exc:
-        return f"nothing answers there ({exc.strerror or exc}); {start}"
-    try:
-        rpc.connect(host, port, session_timeout=30)
-    except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for a refused or failed handshake
-        return f"no TVM RPC server answers there ({str(exc).strip().splitlines()[-1][:200]}); {start}"
-    return None
-
-
 def cmd_port(args) -> int:
+    from sam3spec import port
+
     plan = _load_plan(args.manifest)
     names = _components(plan, args) if plan else None
     if names is None:
         return EXIT_INVALID
     # bench --build and e2e --build call this with manifest, target and component only
     rpc, verify_only = getattr(args, "rpc", None), getattr(args, "verify_only", False)
-    if rpc and (problem := _rpc_problem(rpc)):
+    force, dry_run = getattr(args, "force", False), getattr(args, "dry_run", False)
+    if rpc and (problem := port.rpc_problem(rpc)):
         print(f"--rpc {rpc}: {problem}", file=sys.stderr)
         return EXIT_INVALID
-    touched = render.write(render.render(plan, _root()), _root() / "generated", [plan.name])
-    print(f"generate: {len(touched)} file(s) changed", flush=True)
-    scripts = plan.generated_dir(_root())
     if verify_only:
         missing = [n for n in names if not loader.compiled(plan.build_dir(_root(), args.target) / n)]
         if missing:
@@ -164,33 +123,15 @@ def cmd_port(args) -> int:
                   f"compile them with `python -m sam3spec port {args.manifest} --target {args.target}` and copy "
                   "build/ here", file=sys.stderr)
             return EXIT_INVALID
-    for i, name in enumerate(names, 1):
-        print(f"\n=== [{i}/{len(names)}] {name} → {args.target} ===", flush=True)
-        out = plan.build_dir(_root(), args.target) / name
-        steps = _verify_only_steps(out) if verify_only else STEPS
-        stale = steps if verify_only else (*STEPS, "reference")  # no result left from an earlier run
-        for step in stale:
-            (out / f"{step}.json").unlink(missing_ok=True)
-        for step in steps:
-            script = scripts / name / (f"{step}_{args.target}.py" if step in ("compile", "verify") else "export.py")
-            extra = {"export": ["--target", args.target], "reference": ["--target", args.target, "--reference-only"],
-                     "verify": ["--rpc", rpc] if rpc else []}.get(step, [])
-            if not _run_script(script, out / f"{step}.json", *extra, cpu_only=step in ("export", "reference")):
-                break
-    return _report(plan, args.target, names)
+    decisions = port.run(plan, _root(), args.target, names, rpc=rpc, verify_only=verify_only, force=force,
+                         dry_run=dry_run)
+    if dry_run:
+        return 0
+    return _report(plan, args.target, names, decisions)
 
 
-def _verify_only_steps(out: Path) -> tuple[str, ...]:
-    """--verify-only: verify the library compiled elsewhere; first rebuild its weights and PyTorch reference from
-    the seed (no torch.export, no TVM compiler) where build/ came without them (they are large)."""
-    from sam3spec.runtime import reference
-
-    have = (out / "params.bin").is_file() and (out / reference.FILE).is_file()
-    return ("verify",) if have else ("reference", "verify")
-
-
-def _report(plan: plan_lib.Plan, target: str, names: list[str]) -> int:
-    report = report_lib.write(plan, _root(), target, names)
+def _report(plan: plan_lib.Plan, target: str, names: list[str], decisions: dict | None = None) -> int:
+    report = report_lib.write(plan, _root(), target, names, decisions)
     md = plan.build_dir(_root(), target) / "report.md"
     print("\n" + md.read_text())
     print(f"report: {os.path.relpath(md, _root())} and report.json")
@@ -314,14 +255,14 @@ def _ready(plan: plan_lib.Plan, args, names: list[str], weights: dict) -> Path:
 
 def _weights(plan: plan_lib.Plan, checkpoint: str | None) -> tuple[dict, dict]:
     """The model section with --checkpoint (if given) as its checkpoint, and what weights that means."""
-    from sam3spec.runtime import model as model_lib
+    from sam3spec.runtime.checkpoint import weights_source
 
     model = dict(plan.model)
     if checkpoint:
         if not Path(checkpoint).is_file():
             raise _Refused(f"checkpoint {checkpoint}: no such file")
         model["weights"] = {**model["weights"], "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_env": None}
-    return model, model_lib.weights_source(model["weights"], _root() / plan.manifest_dir)
+    return model, weights_source(model["weights"], _root() / plan.manifest_dir)
 
 
 def cmd_predict(args) -> int:
@@ -435,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify-only", action="store_true",
                    help="libraries compiled on another machine (build/ copied here): rebuild weights and reference "
                         "from the seed, then verify; needs the TVM runtime, not its compiler")
+    p.add_argument("--force", action="store_true", help="run every step, whatever the step cache holds")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say which steps would run and why (or `cached`), and run none")
     p.set_defaults(func=cmd_port)
     p = sub.add_parser("report", help="rewrite a target's report from its components' step results (verified elsewhere)")
     p.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)
@@ -473,4 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("clean", help="remove build/")
     p.set_defaults(func=cmd_clean)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ArtifactError as exc:  # a compiled file that is not what its step wrote (predict, bench, e2e)
+        print(f"sam3spec {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INVALID

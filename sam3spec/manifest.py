@@ -1,25 +1,42 @@
 """Step 1: load a manifest (following `extends`), check it against the JSON Schema and the semantic rules.
 
-Every problem is a `SourceError` located at FILE:LINE:COL; `load` raises `ManifestErrors` with all of them.
-Nothing here writes files or imports the modules a manifest names (their source is parsed instead).
+Every problem is a `SourceError` located at FILE:LINE:COL; `load` raises `ManifestErrors` with all of them, for
+any file whatever its bytes (see yamlsource's limits), and nothing else. Nothing here writes files or imports the
+modules a manifest names (their source is parsed instead).
 """
 
 from __future__ import annotations
 
-import ast
 import copy
+import functools
 import importlib.util
+import itertools
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
 
-from sam3spec.yamlsource import Location, SourceError, load as load_yaml, locate
+from sam3spec.sources import importable
+from sam3spec.yamlsource import CannotRead, Location, SourceError, cut, load as load_yaml, locate, short
+from sam3spec.yamlsource import read as read_source
 
 SCHEMA = json.loads(resources.files("sam3spec.schema").joinpath("manifest.schema.json").read_text())
 NAMED_LISTS = ("dims", "components", "substitutions", "targets", "inputs", "outputs")
+MAX_EXTENDS = 8    # manifests in one extends chain
+MAX_ERRORS = 50    # errors reported per manifest; the rest are counted
+MAX_SCHEMA_ERRORS = 4 * MAX_ERRORS  # schema violations looked for: 18,000 bad shape entries take seconds
+
+
+def _is_integer(checker, instance) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)  # 2.0 is not an integer size or seed
+
+
+VALIDATOR = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))(SCHEMA)
 
 
 class ManifestErrors(Exception):
@@ -47,7 +64,7 @@ def _merge(base, over, path=()):
             out[key] = _merge(base.get(key), value, path + (key,)) if key in base else value
         return out
     if (isinstance(base, list) and isinstance(over, list) and path and path[-1] in NAMED_LISTS
-            and all(isinstance(i, dict) and "name" in i for i in base + over)):
+            and all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in base + over)):
         out = [copy.deepcopy(i) for i in base]
         index = {item["name"]: i for i, item in enumerate(out)}
         for item in over:
@@ -59,26 +76,41 @@ def _merge(base, over, path=()):
     return over
 
 
-def _read(path: Path, seen: tuple = ()) -> tuple[dict, dict]:
-    """Read one file and, through `extends`, its ancestors; returns merged data and locations."""
-    where = Location(str(path), 1, 1)
+def _read(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
+    """Read one file and, through `extends`, its ancestors; returns merged data and locations.
+
+    `chain` holds (resolved path, location of its `extends`) for each file that extends this one, nearest last.
+    """
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ManifestErrors([SourceError(where, (), f"cannot read manifest: {exc.strerror}")]) from None
-    try:
-        data, locs = load_yaml(str(path), text)
+        data, locs = load_yaml(str(path), read_source(path))
+    except CannotRead as exc:
+        if chain:  # a parent that cannot be read: the error is the child's `extends`
+            exc = SourceError(chain[-1][1], ("extends",), f"cannot read {short(str(path), 100)}: {exc.reason}")
+        raise ManifestErrors([exc]) from None
     except SourceError as exc:
         raise ManifestErrors([exc]) from None
     parent = data.get("extends")
     if parent is None:
         return data, locs
-    if not isinstance(parent, str):
-        raise ManifestErrors([SourceError(locate(locs, ("extends",)), ("extends",), "must be a path string")])
-    parent_path = (path.parent / parent).resolve()
-    if parent_path in seen:
-        raise ManifestErrors([SourceError(locate(locs, ("extends",)), ("extends",), "extends itself (cycle)")])
-    base, base_locs = _read(parent_path, seen + (path.resolve(),))
+    where = locate(locs, ("extends",))
+
+    def fail(message):
+        raise ManifestErrors([SourceError(where, ("extends",), message)])
+
+    if not isinstance(parent, str) or not parent.strip():
+        fail("must be a path string" if not isinstance(parent, str) else "must be a path, not an empty string")
+    if len(chain) + 1 >= MAX_EXTENDS:
+        fail(f"more than {MAX_EXTENDS} manifests extend one another (the limit)")
+    parent_path = path.parent / parent
+    try:
+        me, target = path.resolve(), parent_path.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        fail(f"cannot read {short(parent, 100)}: {exc}")
+    if target == me:
+        fail("extends itself (cycle)")
+    if target in [p for p, _ in chain]:
+        fail(f"extends {short(parent, 100)}, which extends this file (cycle)")
+    base, base_locs = _read(parent_path, chain + ((me, where),))
     base.pop("extends", None)
     merged = _merge(base, data)
     # Locations: the derived file wins wherever it says something; merged list items are re-keyed by index.
@@ -89,15 +121,20 @@ def _read(path: Path, seen: tuple = ()) -> tuple[dict, dict]:
 
 def _relocate(over: dict, over_locs: dict, merged: dict) -> dict:
     """Map locations of `over`'s named-list items to their indices in `merged`."""
-    out = {}
+    out, index_of = {}, {}  # index_of: id(merged list) -> {name: first index}
     for path, loc in over_locs.items():
         new, node_over, node_merged = [], over, merged
         for part in path:
             if isinstance(part, int) and isinstance(node_over, list) and isinstance(node_merged, list):
                 item = node_over[part] if part < len(node_over) else None
-                names = [m.get("name") if isinstance(m, dict) else None for m in node_merged]
-                if isinstance(item, dict) and item.get("name") in names:
-                    part = names.index(item["name"])
+                if node_merged is not node_over:  # merged by name, not replaced
+                    if id(node_merged) not in index_of:
+                        names = index_of[id(node_merged)] = {}
+                        for j, m in enumerate(node_merged):
+                            if isinstance(m, dict) and isinstance(m.get("name"), str):
+                                names.setdefault(m["name"], j)
+                    name = item.get("name") if isinstance(item, dict) else None
+                    part = index_of[id(node_merged)].get(name, part) if isinstance(name, str) else part
                 node_over, node_merged = item, node_merged[part] if part < len(node_merged) else None
             elif isinstance(node_over, dict) and part in node_over:
                 node_over = node_over[part]
@@ -109,101 +146,84 @@ def _relocate(over: dict, over_locs: dict, merged: dict) -> dict:
     return out
 
 
-def _schema_errors(data: dict, locs: dict) -> list[SourceError]:
+def _nonfinite_errors(data, locs: dict, path: tuple = ()) -> list[SourceError]:
+    """One rule for every number read anywhere: it is finite. A tolerance of .inf can never fail, .nan never pass."""
+    if isinstance(data, float) and not math.isfinite(data):
+        text = ".nan" if math.isnan(data) else ".inf" if data > 0 else "-.inf"
+        return [SourceError(locate(locs, path), path, f"{text} is not a finite number: every number in a "
+                                                      "manifest must be finite")]
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    return [e for key, value in items for e in _nonfinite_errors(value, locs, path + (key,))]
+
+
+def _schema_message(err) -> str:
+    value, bound = short(err.instance), err.validator_value
+    if err.validator == "oneOf":
+        if isinstance(err.instance, int) and not isinstance(err.instance, bool):  # a shape entry: say which bound
+            for sub in err.context or ():
+                if sub.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                    return _schema_message(sub)
+        return f"{value} must be an integer or a declared size/dim name"
+    if err.validator == "enum":
+        return f"{value} is not one of {', '.join(map(repr, bound))}"
+    if err.validator in ("exclusiveMinimum", "minimum", "exclusiveMaximum", "maximum"):
+        word = {"exclusiveMinimum": "greater than", "minimum": "at least", "exclusiveMaximum": "less than",
+                "maximum": "at most"}[err.validator]
+        return f"{value} must be {word} {bound}"
+    if err.validator == "type":
+        return f"{value} has the wrong type: expected {bound}"
+    if err.validator == "const":
+        return f"{value} must be {bound!r}"
+    if err.validator == "pattern":
+        return f"{value} does not match {bound}"
+    if err.validator in ("minItems", "maxItems"):
+        return f"{'at least' if err.validator == 'minItems' else 'at most'} {bound} items, not {len(err.instance)}"
+    if err.validator in ("minLength", "maxLength"):
+        word = "at least" if err.validator == "minLength" else "at most"
+        return f"{value} has {len(err.instance)} characters: {word} {bound}"
+    return cut(err.message)
+
+
+def _schema_errors(data: dict, locs: dict) -> tuple[list[SourceError], bool]:
+    """The schema's complaints, located, and whether there were more than MAX_SCHEMA_ERRORS (the rest not sought)."""
     errors = []
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+    found = list(itertools.islice(VALIDATOR.iter_errors(data), MAX_SCHEMA_ERRORS + 1))
+    for err in sorted(found[:MAX_SCHEMA_ERRORS], key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(err.absolute_path)
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):
             allowed = set(err.schema.get("properties", {}))
             for key in sorted(set(err.instance) - allowed):
-                errors.append(SourceError(locate(locs, path + (key,), key=True), path + (key,), f"unknown key {key!r}"))
+                errors.append(SourceError(locate(locs, path + (key,), key=True), path + (key,),
+                                          f"unknown key {short(key)}"))
             continue
-        if err.validator == "oneOf":
-            message = f"{err.instance!r} must be an integer or a declared size/dim name"
-        elif err.validator == "enum":
-            message = f"{err.instance!r} is not one of {', '.join(map(repr, err.validator_value))}"
-        elif err.validator in ("exclusiveMinimum", "minimum"):
-            bound = "greater than" if err.validator == "exclusiveMinimum" else "at least"
-            message = f"{err.instance!r} must be {bound} {err.validator_value}"
-        elif err.validator == "type":
-            message = f"{err.instance!r} has the wrong type: expected {err.validator_value}"
-        else:
-            message = err.message
-        errors.append(SourceError(locate(locs, path), path, message))
-    return errors
+        if "propertyNames" in err.relative_schema_path and isinstance(err.instance, str):  # a bad key: point at it
+            path += (err.instance,)
+            errors.append(SourceError(locate(locs, path, key=True), path, f"key {_schema_message(err)}"))
+            continue
+        errors.append(SourceError(locate(locs, path), path, _schema_message(err)))
+    return errors, len(found) > MAX_SCHEMA_ERRORS
 
 
-def _defines(source: str, attrs: list[str]) -> bool:
-    """Whether python `source` defines the dotted attribute path `attrs` (top level, then class bodies)."""
-    body = ast.parse(source).body
-    for i, attr in enumerate(attrs):
-        found = None
-        for node in body:
-            names = []
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                names = [node.name]
-            elif isinstance(node, ast.Assign):
-                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
-            elif isinstance(node, (ast.AnnAssign,)) and isinstance(node.target, ast.Name):
-                names = [node.target.id]
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [(a.asname or a.name).split(".")[0] for a in node.names]
-            if attr in names:
-                found = node
-        if found is None:
-            return False
-        if i < len(attrs) - 1:
-            if not isinstance(found, ast.ClassDef):
-                return True  # attribute of a non-class object: cannot check statically, accept
-            body = found.body
-    return True
+MASK_SAMPLES = ("padding", "prompt_padding")
 
 
-def _module_source(module: str) -> Path | None:
-    """The file of `module`, found without importing it or its parent packages (their __init__ may fail)."""
-    top, *rest = module.split(".")
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    if not rest:
-        return Path(spec.origin) if spec.origin else Path(".")
-    dirs = list(spec.submodule_search_locations or [])
-    for i, part in enumerate(rest):
-        last = i == len(rest) - 1
-        found = None
-        for d in dirs:
-            pkg, mod = Path(d) / part, Path(d) / f"{part}.py"
-            if (pkg / "__init__.py").is_file():
-                found = pkg / "__init__.py"
-                dirs = [str(pkg)]
-                break
-            if last and mod.is_file():
-                found = mod
-                break
-        if found is None:
-            return None
-    return found
-
-
-def importable(dotted: str) -> str | None:
-    """None if `pkg.mod[:Attr.path]` can be imported, else why not. Parses source; imports nothing."""
-    module, _, attr = dotted.partition(":")
-    origin = _module_source(module)
-    if origin is None:
-        return f"module {module!r} is not importable"
-    if not attr or origin.suffix != ".py":
-        return None
-    if not _defines(origin.read_text(), attr.split(".")):
-        return f"{module!r} has no attribute {attr!r}"
+def _sample_problem(inp: dict, sizes: dict, dims: dict) -> str | None:
+    """Why an input's `sample` cannot make it (a mask sample for a non-bool input, a text part as long as the
+    mask or longer), or None."""
+    kind = inp.get("sample", {}).get("kind")
+    if kind in MASK_SAMPLES and inp["dtype"] != "bool":
+        return f"sample kind {kind!r} makes a bool mask; {inp['name']!r} is {inp['dtype']}"
+    if kind == "prompt_padding" and inp["shape"]:
+        last = inp["shape"][-1]
+        shortest = sizes.get(last) if last in sizes else dims[last]["min"] if last in dims else last
+        if isinstance(shortest, int) and inp["sample"].get("text", 0) >= shortest:
+            return f"prompt_padding: text {inp['sample'].get('text')} must be shorter than the mask ({last!r}: {shortest})"
     return None
 
 
 def _semantic_errors(data: dict, locs: dict) -> list[SourceError]:
     errors: list[SourceError] = []
+    check_import = functools.lru_cache(maxsize=None)(importable)  # many targets may name one pipeline
 
     def err(path, message, key=False):
         errors.append(SourceError(locate(locs, path, key=key), path, message))
@@ -234,10 +254,13 @@ def _semantic_errors(data: dict, locs: dict) -> list[SourceError]:
                     used.add(size)
                     if size not in sizes and size not in dims:
                         err(("components", c, "inputs", i, "shape", j), f"{size!r} is not a declared size or dim")
+            problem = _sample_problem(inp, sizes, dims)
+            if problem:
+                err(("components", c, "inputs", i, "sample"), problem)
         for t, name in enumerate(comp.get("targets", [])):
             if name not in target_names:
                 err(("components", c, "targets", t), f"unknown target {name!r}")
-        problem = importable(comp["adapter"])
+        problem = check_import(comp["adapter"])
         if problem:
             err(("components", c, "adapter"), problem)
     for name in sizes:
@@ -263,7 +286,7 @@ def _semantic_errors(data: dict, locs: dict) -> list[SourceError]:
     if "predict" in data:
         checks.append((("predict", "app"), data["predict"]["app"]))
     for path, dotted in checks:
-        problem = importable(dotted)
+        problem = check_import(dotted)
         if problem:
             err(path, problem, key=path[-2:] == ("overrides", dotted))
     shipped = [(("model", "vocabulary"), data["model"].get("vocabulary"))]
@@ -279,21 +302,48 @@ def _semantic_errors(data: dict, locs: dict) -> list[SourceError]:
     for path, ref in shipped:
         if not ref:
             continue
-        spec = importlib.util.find_spec(ref["package"])
+        try:  # a top-level name (schema pattern): found without importing anything
+            spec = importlib.util.find_spec(ref["package"])
+        except Exception:  # noqa: BLE001
+            spec = None
         if spec is None or not spec.submodule_search_locations:
             err(path + ("package",), f"package {ref['package']!r} is not installed")
-        elif not (Path(spec.submodule_search_locations[0]) / ref["file"]).is_file():
-            err(path + ("file",), f"{ref['package']!r} ships no file {ref['file']!r}")
+        elif not _is_file(Path(spec.submodule_search_locations[0]) / ref["file"]):
+            err(path + ("file",), f"{ref['package']!r} ships no file {short(ref['file'])}")
     return errors
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long, an embedded NUL
+        return False
+
+
 def load(path: str | Path) -> Manifest:
-    """Load and validate; raises ManifestErrors listing every problem found."""
+    """Load and validate; raises ManifestErrors listing every problem found (at most MAX_ERRORS, then a count).
+
+    Whatever the file holds, ManifestErrors is the only exception: a failure of the checks themselves is
+    reported as an internal error located at the file, not as a traceback.
+    """
     path = Path(path)
-    data, locs = _read(path)
-    errors = _schema_errors(data, locs)
-    if not errors:
-        errors = _semantic_errors(data, locs)
+    try:
+        data, locs = _read(path)
+        errors = _nonfinite_errors(data, locs)
+        said = {e.path for e in errors}
+        schema_errors, more = _schema_errors(data, locs)
+        errors += [e for e in schema_errors if e.path not in said]
+        if not errors:
+            errors = _semantic_errors(data, locs)
+    except ManifestErrors:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug here must not become a traceback for a user
+        raise ManifestErrors([SourceError(Location(str(path), 1, 1), (), f"internal error while validating (a bug "
+                                          f"in sam3spec): {type(exc).__name__}: {cut(str(exc))}")]) from exc
+    if len(errors) > MAX_ERRORS:
+        rest = errors[MAX_ERRORS:]
+        count = f"at least {len(rest)}" if more else str(len(rest))
+        errors = errors[:MAX_ERRORS] + [SourceError(rest[0].location, (), f"{count} more errors not shown")]
     if errors:
         raise ManifestErrors(errors)
     return Manifest(path=path, data=data, locations=locs)

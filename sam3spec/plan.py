@@ -21,6 +21,7 @@ class ComponentPlan:
     tolerances: dict[str, dict]        # output name -> {atol, rtol}, before any target scale
     dims: dict[str, dict]              # dynamic dims this component uses -> {min, max, example}
     targets: list[str]
+    sizes: dict[str, int] = field(default_factory=dict)  # named static sizes its shapes use
 
 
 @dataclass
@@ -87,5 +88,6 @@ def make(manifest: Manifest, root: Path) -> Plan:
                         for o in comp["outputs"]},
             dims={name: dims[name] for name in dims if name in used},
             targets=comp.get("targets", list(plan.targets)),
+            sizes={s: sizes[s] for i in comp["inputs"] for s in i["shape"] if isinstance(s, str) and s in sizes},
         ))
     return plan

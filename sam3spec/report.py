@@ -9,9 +9,10 @@ from sam3spec.plan import STEPS, Plan
 from sam3spec.runtime.artifacts import atomic_path, write_json
 
 
-def entry(component: str, directory: Path) -> dict:
+def entry(component: str, directory: Path, this_run: dict | None = None) -> dict:
     """One component's report entry: status is `verified`, `<step> failed: <error>` for the first failure,
-    or `compiled` where the target's device was not reachable (`not_verified` says why, `how` what to run)."""
+    or `compiled` where the target's device was not reachable (`not_verified` says why, `how` what to run).
+    this_run: step -> `cached` or why it ran, from the port that wrote the report."""
     steps, status, failed = {}, "verified", False
     for name in (*STEPS[:-1], "reference", STEPS[-1]):  # reference: rebuilt where verified (port --verify-only)
         path = directory / f"{name}.json"
@@ -41,7 +42,27 @@ def entry(component: str, directory: Path) -> dict:
                     for o in verify.get("outputs", [])],
         "export": {k: steps.get("export", {}).get(k) for k in
                    ("substitutions", "exported_vs_original_max_abs")},
+        "this_run": this_run,
     }
+
+
+CACHED = "cached"
+
+
+def this_run(c: dict) -> str:
+    """`cached` when no step ran; else each step that ran and why, in one cell."""
+    run = c.get("this_run")
+    if not run:
+        return ""
+    groups: list[list] = []  # consecutive steps that ran for the same reason: "export, compile: ..."
+    for step, why in run.items():
+        if why == CACHED:
+            continue
+        if groups and groups[-1][1] == why:
+            groups[-1][0].append(step)
+        else:
+            groups.append([[step], why])
+    return "; ".join(f"{', '.join(steps)}: {why}" for steps, why in groups) if groups else CACHED
 
 
 def _pipeline_lines(report: dict) -> list[str]:
@@ -74,6 +95,11 @@ def summary(report: dict) -> list[str]:
         how = next(c["how"] for c in waiting if c["not_verified"] == reason)
         lines.append(f"**Not verified** ({len(names)} compiled only: {', '.join(names)}): {reason}. "
                      + (f"To verify, {how}." if how else ""))
+    runs = [why for c in comps for why in (c.get("this_run") or {}).values()]
+    if runs:
+        cached = sum(why == CACHED for why in runs)
+        lines.append(f"This run: {len(runs) - cached} step(s) ran, {cached} cached (the `this run` column says "
+                     "why a step ran; `port --force` runs them all).")
     sources = sorted({s for c in comps for s in c.get("sources", [])})
     if sources:
         lines.append("Kernel source for review: " + ", ".join(f"`<component>/{s}`" for s in sources) + ".")
@@ -82,8 +108,8 @@ def summary(report: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     lines = [f"# {report['manifest']} on {report['target']}", "", *[l + "\n" for l in summary(report)],
-             "| component | status | output | max abs | max rel | atol | rtol | export s | compile s | verify s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| component | status | output | max abs | max rel | atol | rtol | export s | compile s | verify s | this run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in report["components"]:
         secs = [f"{c['seconds'][s]:.1f}" if s in c["seconds"] else "" for s in STEPS]
         outs = c["outputs"] or [{"name": "", "max_abs": None, "max_rel": None, "atol": None, "rtol": None}]
@@ -91,15 +117,17 @@ def markdown(report: dict) -> str:
             num = [f"{o[k]:.2e}" if o[k] is not None else "" for k in ("max_abs", "max_rel")]
             tol = [f"{o[k]:g}" if o[k] is not None else "" for k in ("atol", "rtol")]
             status = c["status"].replace("|", "\\|").replace("\n", " ")[:200] if i == 0 else ""
+            run = this_run(c).replace("|", "\\|") if i == 0 else ""
             lines.append(f"| {c['name'] if i == 0 else ''} | {status} | {o['name']} | {' | '.join(num)} | "
-                         f"{' | '.join(tol)} | {' | '.join(secs if i == 0 else ['', '', ''])} |")
+                         f"{' | '.join(tol)} | {' | '.join(secs if i == 0 else ['', '', ''])} | {run} |")
     return "\n".join(lines) + "\n"
 
 
-def write(plan: Plan, root: Path, target: str, components: list[str]) -> dict:
+def write(plan: Plan, root: Path, target: str, components: list[str], decisions: dict | None = None) -> dict:
+    """decisions: component -> step -> `cached` or why it ran (port's), shown in the `this run` column."""
     build = plan.build_dir(root, target)
     report = {"manifest": plan.name, "target": target,
-              "components": [entry(name, build / name) for name in components]}
+              "components": [entry(name, build / name, (decisions or {}).get(name)) for name in components]}
     report["verified"] = sum(c["status"] == "verified" for c in report["components"])
     report["failed"] = sum(c["failed"] for c in report["components"])
     write_json(build / "report.json", report)

@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny manifest's plan, its model built by the pipeline's own code, and its port."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,9 +51,9 @@ def tiny_dynamic(tiny_plan):
                                                    tiny_plan.component(component).dims)
 
 
-def port_command(*args, cwd=ROOT):
+def port_command(*args, cwd=ROOT, pythonpath=(ROOT,)):
     """`python -m sam3spec port ARGS` in its own process (as a user runs it)."""
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TVM_NUM_THREADS": "2"}
+    env = {"PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "PATH": "/usr/bin:/bin", "TVM_NUM_THREADS": "2"}
     return subprocess.run([sys.executable, "-m", "sam3spec", "port", *args], cwd=cwd, capture_output=True,
                           text=True, env=env, timeout=3000)
 

@@ -16,6 +16,7 @@ import pytest
 from conftest import port_command
 
 from sam3spec.runtime import reference, verify
+from sam3spec.runtime.artifacts import record_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = {"kind": "llvm", "num-cores": 2}
@@ -80,6 +81,9 @@ def test_verify_over_rpc_fails_on_a_wrong_reference(tiny_port, tiny_plan, rpc_se
     for case in ref["cases"]:
         case["outputs"][0] = case["outputs"][0] + np.float32(0.01)
     reference.save(out / reference.FILE, ref["input_names"], ref["output_names"], ref["cases"])
+    export = json.loads((out / "export.json").read_text())  # recorded as export's own file: a wrong reference,
+    record_files(export, out, [reference.FILE])              # not a tampered one (that is an ArtifactError)
+    (out / "export.json").write_text(json.dumps(export))
     with pytest.raises(AssertionError, match="outputs outside tolerance: trunk"):
         verify.run(component="vit_trunk", target=CPU, tolerances=_tolerances(tiny_plan, "vit_trunk"),
                    out_dir=str(out), rpc=rpc_server)

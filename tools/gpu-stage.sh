@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1; shift
 if [ ! -f .gpu-bundle/tvm-runtime.tar.xz ]; then
-  bash ../shared/tools/gpu-runtime-bundle.sh .gpu-bundle 3.12
+  bash tools/gpu-runtime-bundle.sh .gpu-bundle 3.12
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_24_x86_64 -d .gpu-bundle timm==1.0.31 ftfy==6.3.1 wcwidth==0.9.4 \

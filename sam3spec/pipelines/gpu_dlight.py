@@ -186,7 +186,8 @@ def _symbolic_thread_memory(sch) -> list[str]:
 def _tensorized_matmuls(metal_simdgroup: bool, tensor_core: bool):
     """dl.gpu.Matmul first tries a tensorized schedule: MetalMatmul (simdgroup) on Metal, MatmulTensorization
     (wmma) for float16 on CUDA sm_70+, and takes its generic schedule when that declines. Each disabled one
-    declines at once: in apache-tvm 0.27 both segfault in Schedule.tensorize (tvm::ffi::ToJSONGraph, FINDINGS)."""
+    declines at once: in apache-tvm 0.27 with apache-tvm-ffi 0.1.15.post2 both segfault in Schedule.tensorize
+    (tvm::ffi::ToJSONGraph)."""
 
     def metal_declines(*_args, **_kwargs):
         raise NotImplementedError("MetalMatmul disabled (pipeline option metal_simdgroup_matmul: false)")

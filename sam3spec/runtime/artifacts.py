@@ -1,7 +1,9 @@
-"""Files under build/: written atomically (temp file, then rename) so nothing is left half-written."""
+"""Files under build/: written atomically (temp file, then rename) so nothing is left half-written, and
+recorded by content (sha256) in the step result that wrote them, so a later reader knows it has that file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -25,6 +27,91 @@ def atomic_path(path: Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+TEMP_PREFIX = "."  # atomic_path's temporary files: `.NAME.XXXX.SUFFIX` beside NAME
+
+
+def remove_temporaries(directory: Path) -> None:
+    """Temporary files a killed process left (never taken for a result: only a rename makes one)."""
+    for path in directory.glob(f"{TEMP_PREFIX}*") if directory.is_dir() else []:
+        if path.is_file():
+            path.unlink()
+
+
+class ArtifactError(Exception):
+    """A file is not the one its step recorded (corrupted, swapped, or missing)."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def describe_file(path: Path) -> dict:
+    """What a step records of a file it wrote: sha256, size, and mtime_ns (to skip re-hashing an untouched file)."""
+    stat = path.stat()
+    return {"sha256": sha256_file(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def record_files(result: dict, directory: Path, names: list[str]) -> None:
+    """Add `names` (files in `directory` the step wrote) to the step result's `artifacts`."""
+    result.setdefault("artifacts", {}).update({name: describe_file(directory / name) for name in names})
+
+
+def file_problem(path: Path, recorded: dict, quick: bool = False) -> str | None:
+    """Why `path` is not the file `recorded` describes, or None. quick: trust an unchanged size and mtime
+    (what a cache check does); otherwise the content is hashed (what a step that loads the file does)."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    stat = path.stat()
+    if stat.st_size != recorded["size"]:
+        return f"{path.name} is not the file that was recorded ({stat.st_size} bytes, recorded {recorded['size']})"
+    if quick and stat.st_mtime_ns == recorded.get("mtime_ns"):
+        return None
+    if sha256_file(path) != recorded["sha256"]:
+        return f"{path.name} is not the file that was recorded (its sha256 differs)"
+    return None
+
+
+def check_file(path: Path, recorded: dict | None, writer: str) -> None:
+    """Raise ArtifactError naming `path` unless it is the file `writer` recorded."""
+    if recorded is None:
+        raise ArtifactError(f"{path}: no step records this file ({writer}.json lists no sha256 for it); "
+                            "re-run the step that writes it")
+    problem = file_problem(path, recorded)
+    if problem:
+        raise ArtifactError(f"{path}: {problem.split(' ', 1)[1]}: not what {writer} wrote; re-run {writer} "
+                            "(`python -m sam3spec port ... --force` re-runs every step)")
+
+
+WRITERS = ("reference", "compile", "export")  # who wrote a file, latest first: `reference` rebuilds params.bin
+                                              # and reference.npz where a library compiled elsewhere is verified
+
+
+def recorded(directory: Path, name: str) -> tuple[dict | None, str]:
+    """The record of file `name` in `directory` and the step that wrote it (the latest writer's ok result)."""
+    for writer in WRITERS:
+        path = directory / f"{writer}.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            if result.get("status") == "ok" and name in result.get("artifacts", {}):
+                return result["artifacts"][name], writer
+    return None, next((w for w in reversed(WRITERS) if name in WRITES[w]), "the step that writes it")
+
+
+WRITES = {"export": ("program.pt2", "reference.npz"), "compile": ("params.bin", "params.json", "lib.so", "lib.tar"),
+          "reference": ("params.bin", "reference.npz")}
+
+
+def checked(directory: Path, name: str) -> Path:
+    """directory/name, once it is the file its step recorded (ArtifactError naming it otherwise)."""
+    path = directory / name
+    check_file(path, *recorded(directory, name))
+    return path
 
 
 def write_json(path: Path, data) -> None:

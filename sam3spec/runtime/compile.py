@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step, write_json
+from sam3spec.runtime.artifacts import atomic_path, checked, heartbeat, progress, record_files, step, write_json
 from sam3spec.runtime.loader import LIBRARY_FILE, PARAMS_FILE, describe_weight
 from sam3spec.runtime.resolve import resolve
 
@@ -80,7 +80,7 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
 
     out = Path(out_dir)
     with step(out, "compile") as result:
-        program = torch.export.load(out / "program.pt2")
+        program = torch.export.load(checked(out, "program.pt2"))
         progress(f"{component}: importing into Relax")
         mod = from_exported_program(program, keep_params_as_input=True, run_ep_decomposition=False,
                                     custom_convert_map={op: resolve(fn) for op, fn in converters.items()})
@@ -109,5 +109,6 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
         with atomic_path(out / LIBRARY_FILE[target["kind"]]) as tmp:
             executable.export_library(str(tmp))
         result["library"] = LIBRARY_FILE[target["kind"]]
+        record_files(result, out, ["params.bin", PARAMS_FILE, result["library"], *result.get("sources", [])])
         result["num_params"] = len(params["main"])
         progress(f"{component}: compiled")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from sam3spec.runtime import model as model_lib, reference, samples, substitute
+from sam3spec.runtime import checkpoint, model as model_lib, reference, samples, substitute
 from sam3spec.runtime.loader import PARAMS_FILE, weight_match
-from sam3spec.runtime.artifacts import atomic_path, heartbeat, progress, step
+from sam3spec.runtime.artifacts import atomic_path, checked, heartbeat, progress, record_files, step
 from sam3spec.runtime.resolve import resolve
 
 
@@ -38,6 +38,12 @@ def _as_tuple(out) -> tuple:
     return tuple(t.detach() for t in (out if isinstance(out, (tuple, list)) else (out,)))
 
 
+def ops(program) -> list[str]:
+    """The torch ops the program calls, by the overload name converters are keyed by (`linear.default`)."""
+    return sorted({getattr(node.target, "__name__", str(node.target)) for node in program.graph.nodes
+                   if node.op == "call_function"})
+
+
 def write_params(module: torch.nn.Module, out: Path) -> dict:
     """params.bin from `module`, in the order that compile recorded in params.json (the library's weights, by
     state-dict name): for a library compiled on another machine, with weights too big to carry. Each weight
@@ -45,7 +51,7 @@ def write_params(module: torch.nn.Module, out: Path) -> dict:
     with last-bit differences (the reference is then computed from these very weights). Returns the counts."""
     import tvm
 
-    recorded = json.loads((out / PARAMS_FILE).read_text())
+    recorded = json.loads(checked(out, PARAMS_FILE).read_text())
     state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     arrays, counts = {}, {"identical": 0, "close": 0}
     for i, entry in enumerate(recorded):
@@ -67,7 +73,7 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
     torch.export: on the machine that runs a library compiled elsewhere."""
     out = Path(out_dir)
     with step(out, "reference" if reference_only else "export") as result:
-        result["weights"] = model_lib.weights_source(model["weights"], Path(manifest_dir))
+        result["weights"] = checkpoint.weights_source(model["weights"], Path(manifest_dir))
         net = model_lib.build_substituted(model, Path(manifest_dir))
         module = resolve(adapter)(net).eval()
         del net
@@ -79,8 +85,10 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
             raise ValueError(f"adapter returned {len(references[0])} outputs, the manifest names {len(outputs)}")
         if reference_only:
             result["params"] = write_params(module, out)
-            reference.save(out / reference.FILE, [i["name"] for i in inputs], outputs,
-                           [{"inputs": args, "outputs": ref} for args, ref in zip(runs, references)])
+            with atomic_path(out / reference.FILE) as tmp:
+                reference.save(tmp, [i["name"] for i in inputs], outputs,
+                               [{"inputs": args, "outputs": ref} for args, ref in zip(runs, references)])
+            record_files(result, out, ["params.bin", reference.FILE])
             progress(f"{component}: weights ({result['params']['identical']} identical to compile's, "
                      f"{result['params']['close']} regenerated within 1e-5) and the reference written")
             return
@@ -101,4 +109,6 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
         with atomic_path(out / reference.FILE) as tmp:
             reference.save(tmp, [i["name"] for i in inputs], outputs,
                            [{"inputs": args, "outputs": ref} for args, ref in zip(runs, references)])
+        record_files(result, out, ["program.pt2", reference.FILE])
+        result["ops"] = ops(program)
         progress(f"{component}: exported; program re-run max abs diff {result['exported_vs_original_max_abs']:.3g}")

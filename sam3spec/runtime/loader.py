@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from sam3spec.runtime import threads
+from sam3spec.runtime.artifacts import checked
 
 DEVICES = {"llvm": "cpu", "cuda": "cuda", "metal": "metal"}
 LIBRARY_FILE = {"llvm": "lib.so", "cuda": "lib.so", "metal": "lib.tar"}
@@ -135,7 +136,7 @@ class Component:
         from tvm.runtime.vm import VirtualMachine
 
         out = Path(out_dir)
-        library = out / LIBRARY_FILE[target["kind"]]
+        library = checked(out, LIBRARY_FILE[target["kind"]])  # the files compile wrote, or ArtifactError
         self.threads = threads.configure() if target["kind"] == "llvm" and remote is None else None
         self.device = device_for(target, remote)
         if remote is None:
@@ -148,7 +149,7 @@ class Component:
         # pooled: intermediate tensors reuse the memory of the previous call (the default allocator maps
         # fresh pages every call; on the full ViT trunk that was ~1.5 s of page faults per call)
         self.vm = VirtualMachine(module, self.device, memory_cfg="pooled")
-        params = tvm.runtime.load_param_dict((out / "params.bin").read_bytes())
+        params = tvm.runtime.load_param_dict(checked(out, "params.bin").read_bytes())
         weights = [tvm.runtime.tensor(params[f"p{i}"].numpy(), self.device) for i in range(len(params))]
         packed = transform_params(self.vm, weights, remote=remote is not None)
         self.weights = weights if packed is None else packed

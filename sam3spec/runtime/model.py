@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import os
 from pathlib import Path
 
 import torch
 
 from sam3spec.runtime import substitute
+from sam3spec.runtime.checkpoint import checkpoint_path
 from sam3spec.runtime.artifacts import progress
 from sam3spec.runtime.resolve import resolve
 
@@ -48,28 +48,6 @@ def constructor_overrides(overrides: dict[str, dict]):
 def package_file(ref: dict) -> str:
     """The data file {package, file} an installed package ships (open_clip's BPE vocabulary, a photograph)."""
     return str(Path(importlib.util.find_spec(ref["package"]).submodule_search_locations[0]) / ref["file"])
-
-
-def checkpoint_path(weights: dict, manifest_dir: Path) -> Path | None:
-    """The checkpoint to load: the environment variable named by the manifest wins, then the manifest."""
-    env = weights.get("checkpoint_env")
-    if env and os.environ.get(env):
-        path = Path(os.environ[env])
-    elif weights.get("checkpoint"):
-        path = manifest_dir / weights["checkpoint"]
-    else:
-        return None
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (from {'$' + env if env and os.environ.get(env) else 'the manifest'})")
-    return path
-
-
-def weights_source(weights: dict, manifest_dir: Path) -> dict:
-    """Which weights a build gets: the seed, and the checkpoint (absolute path and size) when there is one.
-    Recorded in export.json, so that a run on the compiled artifacts can say which weights they hold."""
-    ckpt = checkpoint_path(weights, manifest_dir)
-    return {"seed": weights["seed"], "checkpoint": str(ckpt.resolve()) if ckpt else None,
-            "checkpoint_bytes": ckpt.stat().st_size if ckpt else None}
 
 
 def build(model: dict, manifest_dir: Path) -> torch.nn.Module:

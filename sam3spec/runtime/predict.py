@@ -43,7 +43,7 @@ def prompt_problem(prompt: dict, width: int, height: int) -> str | None:
 
 
 def weights_problem(build_dir: Path, names: list[str], wanted: dict) -> str | None:
-    """Why the compiled artifacts do not hold the weights `wanted` (model.weights_source), or None."""
+    """Why the compiled artifacts do not hold the weights `wanted` (checkpoint.weights_source), or None."""
     for name in names:
         record = build_dir / name / "export.json"
         held = json.loads(record.read_text()).get("weights") if record.is_file() else None

@@ -3,6 +3,11 @@
 `replace: pkg.mod:Attr.path` sets that attribute to the object named by `with`; the substitute's module may
 define `prepare(root)` to convert module state (run on the component at export). `replace: pkg.mod` (no
 colon) serves the `with` module, and its submodules, under that name for every later import.
+
+`keep_original_if` names when the original is left in place instead: `importable` (the module of `replace`
+imports here: a machine with the real torchvision), or `importable_and_cuda` (it imports *and* torch sees a CUDA
+device: code that only runs on CUDA tensors, such as sam3's triton EDT, whose import succeeds wherever triton is
+installed, a CPU-only machine with PyPI's CUDA torch included). What counts is whether the original can run here.
 """
 
 from __future__ import annotations
@@ -44,6 +49,28 @@ def _imports(module: str) -> bool:
         return False
 
 
+KEEP_ORIGINAL_IF = ("importable", "importable_and_cuda")
+
+
+def _cuda_device() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def keeps_original(sub: dict) -> bool:
+    """Whether `sub`'s `keep_original_if` condition holds here, so that the original stays in place."""
+    condition = sub.get("keep_original_if")
+    if condition is None:
+        return False
+    if condition not in KEEP_ORIGINAL_IF:
+        raise ValueError(f"substitution {sub['name']!r}: keep_original_if must be one of {KEEP_ORIGINAL_IF}, "
+                         f"not {condition!r}")
+    if condition == "importable_and_cuda" and not _cuda_device():
+        return False  # checked first: without a device the original is not even imported
+    return _imports(sub["replace"].partition(":")[0])
+
+
 def apply(substitutions: list[dict], when: str, root=None) -> list[str]:
     """Apply those of `substitutions` for phase `when`; returns the names applied."""
     applied = []
@@ -51,16 +78,16 @@ def apply(substitutions: list[dict], when: str, root=None) -> list[str]:
         if sub["when"] != when:
             continue
         target = sub["replace"]
+        aliased = ":" not in target and any(isinstance(f, _Alias) and f.name == target for f in sys.meta_path)
+        if not aliased and keeps_original(sub):  # once aliased, `target` imports as the substitute: in effect
+            continue
         if ":" in target:
             replacement = resolve(sub["with"])
             setattr_dotted(target, replacement)
             prepare = getattr(importlib.import_module(sub["with"].partition(":")[0]), "prepare", None)
             if root is not None and prepare is not None:
                 prepare(root)
-        else:
-            if sub.get("unless_importable") and _imports(target):
-                continue
-            if not any(isinstance(f, _Alias) and f.name == target for f in sys.meta_path):
-                sys.meta_path.insert(0, _Alias(target, sub["with"]))
+        elif not aliased:
+            sys.meta_path.insert(0, _Alias(target, sub["with"]))
         applied.append(sub["name"])
     return applied

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sam3spec.runtime import reference
-from sam3spec.runtime.artifacts import heartbeat, progress, step
+from sam3spec.runtime.artifacts import checked, heartbeat, progress, step
 from sam3spec.runtime.loader import DEVICES, Component, device_for
 
 # What to run where the target's device is not on this machine, by target kind.
@@ -55,7 +55,7 @@ def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: s
         rpc: str | None = None) -> None:
     out = Path(out_dir)
     with step(out, "verify") as result:
-        ref = reference.load(out / reference.FILE)
+        ref = reference.load(checked(out, reference.FILE))
         remote = connect(rpc) if rpc else None
         where = f"RPC server {rpc}" if rpc else f"this machine ({platform.system()} {platform.machine()})"
         if not device_for(target, remote).exist:

@@ -15,7 +15,7 @@ INPUTS = [
     {'name': 'img_feats', 'shape': [576, 1, 256], 'dtype': 'float32'},
     {'name': 'img_pos', 'shape': [576, 1, 256], 'dtype': 'float32'},
     {'name': 'prompt', 'shape': ['prompt_len', 1, 256], 'dtype': 'float32'},
-    {'name': 'prompt_mask', 'shape': [1, 'prompt_len'], 'dtype': 'bool', 'sample': {'kind': 'zeros'}},
+    {'name': 'prompt_mask', 'shape': [1, 'prompt_len'], 'dtype': 'bool', 'sample': {'kind': 'prompt_padding', 'text': 32}},
 ]
 OUTPUTS = ['memory', 'memory_pos']
 DIMS = {'prompt_len': {'min': 35, 'max': 49, 'example': 38}}

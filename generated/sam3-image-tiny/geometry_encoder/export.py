@@ -15,13 +15,13 @@ INPUTS = [
     {'name': 'img_feats', 'shape': [576, 1, 256], 'dtype': 'float32'},
     {'name': 'img_pos', 'shape': [576, 1, 256], 'dtype': 'float32'},
     {'name': 'text_memory', 'shape': [32, 1, 256], 'dtype': 'float32'},
-    {'name': 'text_mask', 'shape': [1, 32], 'dtype': 'bool', 'sample': {'kind': 'zeros'}},
+    {'name': 'text_mask', 'shape': [1, 32], 'dtype': 'bool', 'sample': {'kind': 'padding', 'low': 2, 'high': 16}},
     {'name': 'boxes', 'shape': ['boxes', 1, 4], 'dtype': 'float32', 'sample': {'kind': 'boxes_cxcywh'}},
     {'name': 'box_labels', 'shape': ['boxes', 1], 'dtype': 'int64', 'sample': {'kind': 'randint', 'low': 0, 'high': 2}},
-    {'name': 'box_mask', 'shape': [1, 'boxes'], 'dtype': 'bool', 'sample': {'kind': 'zeros'}},
+    {'name': 'box_mask', 'shape': [1, 'boxes'], 'dtype': 'bool', 'sample': {'kind': 'padding'}},
     {'name': 'points', 'shape': ['points', 1, 2], 'dtype': 'float32', 'sample': {'kind': 'uniform', 'low': 0.0, 'high': 1.0}},
     {'name': 'point_labels', 'shape': ['points', 1], 'dtype': 'int64', 'sample': {'kind': 'randint', 'low': 0, 'high': 2}},
-    {'name': 'point_mask', 'shape': [1, 'points'], 'dtype': 'bool', 'sample': {'kind': 'zeros'}},
+    {'name': 'point_mask', 'shape': [1, 'points'], 'dtype': 'bool', 'sample': {'kind': 'padding'}},
 ]
 OUTPUTS = ['prompt', 'prompt_mask']
 DIMS = {'boxes': {'min': 1, 'max': 8, 'example': 2}, 'points': {'min': 1, 'max': 8, 'example': 3}}

@@ -18,7 +18,7 @@ INPUTS = [
     {'name': 'hs', 'shape': [2, 1, 200, 256], 'dtype': 'float32'},
     {'name': 'memory', 'shape': [576, 1, 256], 'dtype': 'float32'},
     {'name': 'prompt', 'shape': ['prompt_len', 1, 256], 'dtype': 'float32'},
-    {'name': 'prompt_mask', 'shape': [1, 'prompt_len'], 'dtype': 'bool', 'sample': {'kind': 'zeros'}},
+    {'name': 'prompt_mask', 'shape': [1, 'prompt_len'], 'dtype': 'bool', 'sample': {'kind': 'prompt_padding', 'text': 32}},
 ]
 OUTPUTS = ['pred_masks', 'semantic_seg']
 DIMS = {'prompt_len': {'min': 35, 'max': 49, 'example': 38}}

@@ -16,7 +16,7 @@ INPUTS = [
     {'name': 'ref_boxes', 'shape': [6, 1, 200, 4], 'dtype': 'float32', 'sample': {'kind': 'boxes_cxcywh'}},
     {'name': 'presence', 'shape': [6, 1, 1], 'dtype': 'float32'},
     {'name': 'prompt', 'shape': ['prompt_len', 1, 256], 'dtype': 'float32'},
-    {'name': 'prompt_mask', 'shape': [1, 'prompt_len'], 'dtype': 'bool', 'sample': {'kind': 'zeros'}},
+    {'name': 'prompt_mask', 'shape': [1, 'prompt_len'], 'dtype': 'bool', 'sample': {'kind': 'prompt_padding', 'text': 32}},
 ]
 OUTPUTS = ['pred_logits', 'pred_boxes', 'pred_boxes_xyxy', 'presence_logit']
 DIMS = {'prompt_len': {'min': 35, 'max': 49, 'example': 38}}

@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 
 INPUTS = [
-    {'name': 'tokens', 'shape': [1, 32], 'dtype': 'int64', 'sample': {'kind': 'randint', 'low': 1, 'high': 49408}},
+    {'name': 'tokens', 'shape': [1, 32], 'dtype': 'int64', 'sample': {'kind': 'tokens', 'low': 1, 'high': 49408}},
 ]
 OUTPUTS = ['text_mask', 'text_memory', 'text_embeds']
 DIMS = {}

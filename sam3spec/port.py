@@ -1,0 +1,132 @@
+"""`port`: generate, then per component export → compile → verify, each step a generated script in its own
+process, unless the step cache (cache.py) holds its result for exactly the same ingredients (stepkeys.py).
+Every step says on the console whether it is `cached` or why it runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sam3spec import cache, render, stepkeys
+from sam3spec.plan import STEPS, ComponentPlan, Plan
+from sam3spec.runtime import reference
+from sam3spec.runtime.artifacts import remove_temporaries, write_json
+from sam3spec.runtime.loader import LIBRARY_FILE
+
+CPU_ONLY = ("export", "reference")  # PyTorch reference runs: on a GPU machine sam3 would build on cuda
+
+
+def reads(step: str, target_kind: str) -> tuple[str, ...]:
+    """The files of earlier steps that `step` loads."""
+    return {"compile": ("program.pt2",), "reference": ("params.json",),
+            "verify": (LIBRARY_FILE[target_kind], "params.bin", reference.FILE)}.get(step, ())
+
+
+def rpc_problem(address: str) -> str | None:
+    """Why HOST:PORT is no TVM RPC server we can reach (None when it answers), checked before any step runs."""
+    import socket
+
+    from tvm import rpc
+
+    from sam3spec.runtime.verify import host_port
+
+    try:
+        host, port = host_port(address)
+    except ValueError:
+        return "need HOST:PORT (a `python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090` there)"
+    start = f"start `python -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}` on that machine"
+    try:  # fails at once where nothing listens (TVM's connect retries for a minute)
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as exc:
+        return f"nothing answers there ({exc.strerror or exc}); {start}"
+    try:
+        rpc.connect(host, port, session_timeout=30)
+    except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for a refused or failed handshake
+        return f"no TVM RPC server answers there ({str(exc).strip().splitlines()[-1][:200]}); {start}"
+    return None
+
+
+def run_script(root: Path, script: Path, result: Path, *extra: str, cpu_only: bool = False) -> bool:
+    """Runs one generated script in its own process, its output shown as it comes. A process that dies
+    without writing its result (a crash in native code) gets one written for it. cpu_only: no CUDA device
+    visible (the PyTorch reference is a CPU run, as at export; on a GPU machine sam3 would build on cuda)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    if cpu_only:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    code = subprocess.run([sys.executable, str(script), *extra], env=env, cwd=root).returncode
+    if code != 0 and not result.is_file():
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        write_json(result, {"step": result.stem, "status": "failed", "error": f"process {how} before writing a result"})
+    return code == 0
+
+
+def verify_only_steps(out: Path) -> tuple[str, ...]:
+    """--verify-only: verify the library compiled elsewhere; first rebuild its weights and PyTorch reference from
+    the seed (no torch.export, no TVM compiler) where build/ came without them (they are large)."""
+    have = (out / "params.bin").is_file() and (out / reference.FILE).is_file()
+    return ("verify",) if have else ("reference", "verify")
+
+
+def ingredients(plan: Plan, root: Path, comp: ComponentPlan, target: str, step: str, out: Path,
+                rpc: str | None) -> dict[str, str]:
+    if step == "export":
+        return stepkeys.for_export(plan, root, comp)
+    if step == "compile":
+        return stepkeys.for_compile(plan, root, comp, target, cache.record(out, "export") or {})
+    if step == "reference":
+        return stepkeys.for_reference(plan, root, comp, cache.record(out, "compile") or {})
+    return stepkeys.for_verify(plan, root, comp, target, out, rpc)
+
+
+def _script(plan: Plan, root: Path, name: str, step: str, target: str) -> Path:
+    return plan.generated_dir(root) / name / (f"{step}_{target}.py" if step in ("compile", "verify") else "export.py")
+
+
+def component(plan: Plan, root: Path, name: str, target: str, steps: tuple[str, ...], *, rpc: str | None = None,
+              force: bool = False, dry_run: bool = False) -> dict[str, str]:
+    """Run (or reuse) `steps` of one component; returns step -> `cached` or why it ran (steps after a failure
+    are absent). dry_run: only say what would run; a step after one that would run shows that dependency."""
+    out = plan.build_dir(root, target) / name
+    comp, decided, upstream = plan.component(name), {}, None
+    if not dry_run:
+        remove_temporaries(out)
+    for step in steps:
+        needs = ingredients(plan, root, comp, target, step, out, rpc)
+        why = cache.decide(out, step, needs, force, reads(step, plan.targets[target]["target"]["kind"]))
+        if dry_run and upstream and why == cache.CACHED:
+            why = f"after {upstream}, if its result changes"
+        decided[step] = why
+        print(f"{name}: {step}: {why if why == cache.CACHED else 'runs: ' + why}", flush=True)
+        if why == cache.CACHED:
+            continue
+        upstream = upstream or step
+        if dry_run:
+            continue
+        (out / f"{step}.json").unlink(missing_ok=True)  # no result from the last run survives a new one
+        if step in ("export", "compile") and "reference" not in steps:
+            (out / "reference.json").unlink(missing_ok=True)  # a rebuild from another machine's library
+        extra = {"export": ["--target", target], "reference": ["--target", target, "--reference-only"],
+                 "verify": ["--rpc", rpc] if rpc else []}.get(step, [])
+        if not run_script(root, _script(plan, root, name, step, target), out / f"{step}.json", *extra,
+                          cpu_only=step in CPU_ONLY):
+            break
+        cache.seal(out, step, needs, why)
+    return decided
+
+
+def run(plan: Plan, root: Path, target: str, names: list[str], *, rpc: str | None = None, verify_only: bool = False,
+        force: bool = False, dry_run: bool = False) -> dict[str, dict[str, str]]:
+    """Generate (unless dry_run), then each component's steps; returns component -> step -> decision."""
+    if not dry_run:
+        touched = render.write(render.render(plan, root), root / "generated", [plan.name])
+        print(f"generate: {len(touched)} file(s) changed", flush=True)
+    decisions = {}
+    for i, name in enumerate(names, 1):
+        print(f"\n=== [{i}/{len(names)}] {name} → {target} ===", flush=True)
+        out = plan.build_dir(root, target) / name
+        steps = verify_only_steps(out) if verify_only else STEPS
+        decisions[name] = component(plan, root, name, target, steps, rpc=rpc, force=force, dry_run=dry_run)
+    return decisions
