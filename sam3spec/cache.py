@@ -10,18 +10,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from sam3spec.runtime.artifacts import file_problem, recorded, write_json
+from sam3spec.runtime.artifacts import file_problem, read_result, recorded, write_json
 
 CACHED = "cached"
 
 
 def key(ingredients: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(sorted(ingredients.items())).encode()).hexdigest()
-
-
-def record(out_dir: Path, step: str) -> dict | None:
-    path = out_dir / f"{step}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
@@ -42,7 +37,7 @@ def decide(out_dir: Path, step: str, ingredients: dict[str, str], force: bool = 
     check names the file)."""
     if force:
         return "--force"
-    result = record(out_dir, step)
+    result = read_result(out_dir, step)
     if result is None:
         return "no result from an earlier run"
     if result.get("status") != "ok":
@@ -63,6 +58,6 @@ def decide(out_dir: Path, step: str, ingredients: dict[str, str], force: bool = 
 
 def seal(out_dir: Path, step: str, ingredients: dict[str, str], reason: str) -> None:
     """After `step` succeeded: add its key (and why it ran) to its result, the last thing written."""
-    result = record(out_dir, step)
+    result = read_result(out_dir, step)
     result["cache"] = {"key": key(ingredients), "ran_because": reason, "ingredients": ingredients}
     write_json(out_dir / f"{step}.json", result)

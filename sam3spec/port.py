@@ -13,7 +13,7 @@ from pathlib import Path
 from sam3spec import cache, render, stepkeys
 from sam3spec.plan import STEPS, ComponentPlan, Plan
 from sam3spec.runtime import reference
-from sam3spec.runtime.artifacts import remove_temporaries, write_json
+from sam3spec.runtime.artifacts import read_result, remove_temporaries, write_json
 from sam3spec.runtime.loader import LIBRARY_FILE
 
 CPU_ONLY = ("export", "reference")  # PyTorch reference runs: on a GPU machine sam3 would build on cuda
@@ -75,9 +75,9 @@ def ingredients(plan: Plan, root: Path, comp: ComponentPlan, target: str, step: 
     if step == "export":
         return stepkeys.for_export(plan, root, comp)
     if step == "compile":
-        return stepkeys.for_compile(plan, root, comp, target, cache.record(out, "export") or {})
+        return stepkeys.for_compile(plan, root, comp, target, read_result(out, "export") or {})
     if step == "reference":
-        return stepkeys.for_reference(plan, root, comp, cache.record(out, "compile") or {})
+        return stepkeys.for_reference(plan, root, comp, read_result(out, "compile") or {})
     return stepkeys.for_verify(plan, root, comp, target, out, rpc)
 
 

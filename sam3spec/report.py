@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from sam3spec.plan import STEPS, Plan
-from sam3spec.runtime.artifacts import atomic_path, write_json
+from sam3spec.cache import CACHED
+from sam3spec.runtime.artifacts import atomic_path, read_result, write_json
 
 
 def entry(component: str, directory: Path, this_run: dict | None = None) -> dict:
@@ -15,12 +16,11 @@ def entry(component: str, directory: Path, this_run: dict | None = None) -> dict
     this_run: step -> `cached` or why it ran, from the port that wrote the report."""
     steps, status, failed = {}, "verified", False
     for name in (*STEPS[:-1], "reference", STEPS[-1]):  # reference: rebuilt where verified (port --verify-only)
-        path = directory / f"{name}.json"
-        if not path.is_file():
+        result = read_result(directory, name)
+        if result is None:
             if status == "verified" and name != "reference":
                 status, failed = f"{name} not run", True
             continue
-        result = json.loads(path.read_text())
         steps[name] = result
         if result["status"] == "skipped" and status == "verified":
             status = "compiled"
@@ -44,9 +44,6 @@ def entry(component: str, directory: Path, this_run: dict | None = None) -> dict
                    ("substitutions", "exported_vs_original_max_abs")},
         "this_run": this_run,
     }
-
-
-CACHED = "cached"
 
 
 def this_run(c: dict) -> str:

@@ -77,11 +77,12 @@ def file_problem(path: Path, recorded: dict, quick: bool = False) -> str | None:
     return None
 
 
-def check_file(path: Path, recorded: dict | None, writer: str) -> None:
+def check_file(path: Path, recorded: dict | None, writer: str | None) -> None:
     """Raise ArtifactError naming `path` unless it is the file `writer` recorded."""
     if recorded is None:
-        raise ArtifactError(f"{path}: no step records this file ({writer}.json lists no sha256 for it); "
-                            "re-run the step that writes it")
+        raise ArtifactError(f"{path}: no step's result ({', '.join(f'{w}.json' for w in WRITERS)}) records its "
+                            "sha256; re-run the step that writes it (`python -m sam3spec port ... --force` re-runs "
+                            "every step)")
     problem = file_problem(path, recorded)
     if problem:
         raise ArtifactError(f"{path}: {problem.split(' ', 1)[1]}: not what {writer} wrote; re-run {writer} "
@@ -92,19 +93,20 @@ WRITERS = ("reference", "compile", "export")  # who wrote a file, latest first: 
                                               # and reference.npz where a library compiled elsewhere is verified
 
 
-def recorded(directory: Path, name: str) -> tuple[dict | None, str]:
-    """The record of file `name` in `directory` and the step that wrote it (the latest writer's ok result)."""
+def read_result(directory: Path, step: str) -> dict | None:
+    """A step's result (`<step>.json` in `directory`), or None where it has none."""
+    path = directory / f"{step}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def recorded(directory: Path, name: str) -> tuple[dict | None, str | None]:
+    """The record of file `name` in `directory` and the step that wrote it (the latest writer's ok result);
+    (None, None) where no result records it."""
     for writer in WRITERS:
-        path = directory / f"{writer}.json"
-        if path.is_file():
-            result = json.loads(path.read_text())
-            if result.get("status") == "ok" and name in result.get("artifacts", {}):
-                return result["artifacts"][name], writer
-    return None, next((w for w in reversed(WRITERS) if name in WRITES[w]), "the step that writes it")
-
-
-WRITES = {"export": ("program.pt2", "reference.npz"), "compile": ("params.bin", "params.json", "lib.so", "lib.tar"),
-          "reference": ("params.bin", "reference.npz")}
+        result = read_result(directory, writer) or {}
+        if result.get("status") == "ok" and name in result.get("artifacts", {}):
+            return result["artifacts"][name], writer
+    return None, None
 
 
 def checked(directory: Path, name: str) -> Path:

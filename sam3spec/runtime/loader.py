@@ -3,12 +3,11 @@ out once by the library's ``main_transform_params`` when the pipeline made one (
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from sam3spec.runtime import threads
-from sam3spec.runtime.artifacts import checked
+from sam3spec.runtime.artifacts import checked, read_result
 
 DEVICES = {"llvm": "cpu", "cuda": "cuda", "metal": "metal"}
 LIBRARY_FILE = {"llvm": "lib.so", "cuda": "lib.so", "metal": "lib.tar"}
@@ -98,10 +97,7 @@ def weight_match(recorded: dict, array) -> str | None:
 
 def compiled(out_dir: str | Path) -> bool:
     """Whether out_dir holds a compiled component: its compile.json says ok and its library is there."""
-    step = Path(out_dir) / "compile.json"
-    if not step.is_file():
-        return False
-    result = json.loads(step.read_text())
+    result = read_result(Path(out_dir), "compile") or {}
     return result.get("status") == "ok" and (Path(out_dir) / result.get("library", "")).is_file()
 
 
