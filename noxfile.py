@@ -15,6 +15,9 @@ nox.options.sessions = ["tests"]
 PYTHONS = ["3.11", "3.13"]  # `nox -s tests` runs both; nox skips one it cannot find, but not where CI is set
 TORCH = "2.13.0"  # installed first, the CPU build where pip sees one, so that nothing else brings another torch
 TVM = "apache-tvm==0.27.0.post1"
+# the ffi that TVM 0.27.0.post1 was built with: pip picks 0.1.15.post2, whose ABI crashes in tvm::ffi::ToJSONGraph
+# (Schedule.tensorize, MetaSchedule, save_json). tests/test_ffi_pin.py fails if another slips in.
+TVM_FFI = "apache-tvm-ffi==0.1.14.post0"
 # sam3 0.1.4's own requirements (and those it imports without declaring: psutil, pillow; scipy for its Hungarian
 # matching, scikit-image for its CPU connected components, which SAM's mask post-processing calls), minus
 # torch/torchvision.
@@ -72,7 +75,7 @@ def install(session: nox.Session) -> None:
         session.log(f"no CPU build of torch {TORCH} for this Python here: PyPI's")
         session.install(f"torch=={TORCH}")
         build = session.run_install("python", "-c", SHOW_TORCH, silent=True).splitlines()[-1]  # after warnings
-    session.install(TVM, *SAM3_DEPS, "jsonschema", "jinja2", "cloudpickle")  # cloudpickle: TVM's RPC server
+    session.install(TVM, TVM_FFI, *SAM3_DEPS, "jsonschema", "jinja2", "cloudpickle")  # cloudpickle: TVM's RPC server
     session.install("--no-deps", *NO_DEPS)
     session.install("--no-deps", "-e", ".")
     # Nothing installed after torch may replace it (a package that asks for torch brings PyPI's newest CUDA build).

@@ -17,8 +17,10 @@
 set -euo pipefail
 OUT=${1:-.gpu-bundle}
 PYVER=${2:-3.12}
-TVM_VERSION=0.27.0.post1
-FFI_VERSION=${FFI_VERSION:-0.1.14.post0}   # with apache-tvm 0.27.0.post1; 0.1.15.post2 segfaults in ToJSONGraph
+TVM_VERSION=$(sed -n 's/^TVM = "apache-tvm==\(.*\)"$/\1/p' "$(dirname "$0")/../noxfile.py")
+# the ffi pinned in noxfile.py (TVM_FFI): 0.1.15.post2, which pip picks, segfaults in ToJSONGraph with TVM 0.27
+FFI_VERSION=$(sed -n 's/^TVM_FFI = "apache-tvm-ffi==\(.*\)"$/\1/p' "$(dirname "$0")/../noxfile.py")
+[ -n "$TVM_VERSION" ] && [ -n "$FFI_VERSION" ] || { echo "no TVM / TVM_FFI pin in noxfile.py" >&2; exit 2; }
 mkdir -p "$OUT"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
