@@ -12,7 +12,7 @@ from pathlib import Path
 from sam3spec import plan as plan_lib, render, report as report_lib
 from sam3spec.loading import EXIT_INVALID, load_all, load_plan, root as _root
 from sam3spec.runtime import loader
-from sam3spec.runtime.artifacts import ArtifactError
+from sam3spec.runtime.artifacts import ArtifactError, atomic_path
 
 DEFAULT_MANIFEST = "manifests/sam3-image.yaml"
 
@@ -170,6 +170,26 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    plan = load_plan(args.manifest, _root())
+    names = _components(plan, args) if plan else None
+    if names is None:
+        return EXIT_INVALID
+    build = plan.build_dir(_root(), args.target)
+    missing = [name for name in names if not loader.compiled(build / name)]
+    if missing:
+        print(f"not compiled for {args.target}: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_INVALID
+    from sam3spec.runtime import profile
+
+    text = "".join(profile.markdown(name, profile.run(str(build / name), plan.targets[args.target]["target"]))
+                   for name in names)
+    with atomic_path(build / "profile.md") as tmp:
+        tmp.write_text(f"# {plan.name} on {args.target}: kernel by kernel\n\n{text}")
+    print(text + f"profile: {os.path.relpath(build / 'profile.md', _root())} (and <component>/profile.json)")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from sam3spec import endtoend
 
@@ -233,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="alternated turns per component (default: enough for 2 s per side, at least 3)")
     p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("profile", help="where each compiled component's time goes, kernel by kernel (on this machine's device)")
+    p.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)
+    p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
+    p.add_argument("--component", "-c", action="append", default=[], help="only this component (repeatable)")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("predict", help="one prompt end to end on the compiled components: masks, boxes, scores")
     p.add_argument("--manifest", "-m", default=DEFAULT_MANIFEST)

@@ -73,11 +73,11 @@ def verify_only_steps(out: Path) -> tuple[str, ...]:
 def ingredients(plan: Plan, root: Path, comp: ComponentPlan, target: str, step: str, out: Path,
                 rpc: str | None) -> dict[str, str]:
     if step == "export":
-        return stepkeys.for_export(plan, root, comp)
+        return stepkeys.for_export(plan, root, comp, target=target)
     if step == "compile":
         return stepkeys.for_compile(plan, root, comp, target, read_result(out, "export") or {})
     if step == "reference":
-        return stepkeys.for_reference(plan, root, comp, read_result(out, "compile") or {})
+        return stepkeys.for_reference(plan, root, comp, read_result(out, "compile") or {}, target)
     return stepkeys.for_verify(plan, root, comp, target, out, rpc)
 
 

@@ -37,8 +37,12 @@ def entry(component: str, directory: Path, this_run: dict | None = None) -> dict
         "pipeline": compiled.get("pipeline"),
         "schedule": compiled.get("schedule"),
         "sources": compiled.get("sources", []),
+        "kernels": compiled.get("kernels"),
+        "metal_check": compiled.get("metal_check"),
+        "rule": verify.get("rule"),
         "seconds": {name: steps[name]["seconds"] for name in steps if "seconds" in steps[name]},
-        "outputs": [{k: o.get(k) for k in ("name", "max_abs", "max_rel", "atol", "rtol", "ok")}
+        "outputs": [{k: o.get(k) for k in ("name", "max_abs", "max_rel", "atol", "rtol", "autocast_max_abs", "ok")
+                     if k in o or k != "autocast_max_abs"}
                     for o in verify.get("outputs", [])],
         "export": {k: steps.get("export", {}).get(k) for k in
                    ("substitutions", "exported_vs_original_max_abs")},
@@ -100,23 +104,57 @@ def summary(report: dict) -> list[str]:
     sources = sorted({s for c in comps for s in c.get("sources", [])})
     if sources:
         lines.append("Kernel source for review: " + ", ".join(f"`<component>/{s}`" for s in sources) + ".")
-    return lines + _pipeline_lines(report)
+    return lines + _pipeline_lines(report) + _kernel_lines(comps)
+
+
+def _kernel_lines(comps: list[dict]) -> list[str]:
+    """Kernels on the matrix units, the Metal limits check, and the reduced-precision rule, where present."""
+    lines = []
+    counted = [c for c in comps if c.get("kernels")]
+    if counted:
+        instruction = counted[0]["kernels"]["instruction"]
+        lines.append(f"Kernels on the matrix units (`{instruction}`): "
+                     f"{sum(c['kernels']['matrix_unit'] for c in counted)} of "
+                     f"{sum(c['kernels']['kernels'] for c in counted)} (the `kernels` column, per component).")
+    checked = [c for c in comps if c.get("metal_check")]
+    if checked:
+        bad = [c for c in checked if not c["metal_check"]["ok"]]
+        limits = checked[0]["metal_check"]["limits"]
+        largest = {k: max(c["metal_check"]["largest"][k] for c in checked) for k in limits}
+        lines.append(f"Metal limits, a static check of the MSL (at most {limits['buffers']} buffer arguments, "
+                     f"{limits['threadgroup_bytes']} bytes of threadgroup memory and {limits['threads']} threads per "
+                     f"threadgroup, no double): {len(checked) - len(bad)} of {len(checked)} components pass; the "
+                     f"largest kernel values are {largest['buffers']} buffers, {largest['threadgroup_bytes']} bytes, "
+                     f"{largest['threads']} threads."
+                     + "".join(f" **{c['name']}**: {'; '.join(c['metal_check']['problems'][:3])}." for c in bad))
+    rules = sorted({c["rule"] for c in comps if c.get("rule")})
+    lines += [f"Reduced precision: an output passes when its {rule} (the `autocast max abs` column)." for rule in rules]
+    return lines
+
+
+def _kernels_cell(c: dict) -> str:
+    k = c.get("kernels")
+    return f"{k['kernels']} ({k['matrix_unit']} matrix)" if k else ""
 
 
 def markdown(report: dict) -> str:
+    numbers = ("max_abs", "max_rel") + (("autocast_max_abs",) if any(
+        o.get("autocast_max_abs") is not None for c in report["components"] for o in c["outputs"]) else ())
     lines = [f"# {report['manifest']} on {report['target']}", "", *[l + "\n" for l in summary(report)],
-             "| component | status | output | max abs | max rel | atol | rtol | export s | compile s | verify s | this run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| component | status | output | {' | '.join(n.replace('_', ' ') for n in numbers)} | atol | rtol "
+             "| kernels | export s | compile s | verify s | this run |",
+             "|---|---|---|" + "---|" * len(numbers) + "---|---|---|---|---|---|---|"]
     for c in report["components"]:
         secs = [f"{c['seconds'][s]:.1f}" if s in c["seconds"] else "" for s in STEPS]
         outs = c["outputs"] or [{"name": "", "max_abs": None, "max_rel": None, "atol": None, "rtol": None}]
         for i, o in enumerate(outs):
-            num = [f"{o[k]:.2e}" if o[k] is not None else "" for k in ("max_abs", "max_rel")]
+            num = [f"{o[k]:.2e}" if o.get(k) is not None else "" for k in numbers]
             tol = [f"{o[k]:g}" if o[k] is not None else "" for k in ("atol", "rtol")]
             status = c["status"].replace("|", "\\|").replace("\n", " ")[:200] if i == 0 else ""
             run = this_run(c).replace("|", "\\|") if i == 0 else ""
             lines.append(f"| {c['name'] if i == 0 else ''} | {status} | {o['name']} | {' | '.join(num)} | "
-                         f"{' | '.join(tol)} | {' | '.join(secs if i == 0 else ['', '', ''])} | {run} |")
+                         f"{' | '.join(tol)} | {_kernels_cell(c) if i == 0 else ''} | "
+                         f"{' | '.join(secs if i == 0 else ['', '', ''])} | {run} |")
     return "\n".join(lines) + "\n"
 
 
@@ -143,13 +181,19 @@ def bench_markdown(bench: dict) -> str:
              "convolutions and attention (torch.utils.flop_counter).", "",
              "| component | TVM ms | PyTorch ms | TVM / PyTorch | GFLOP | TVM GFLOP/s | PyTorch GFLOP/s | repeats |",
              "|---|---|---|---|---|---|---|---|"]
+    tf32 = all("ratio_tf32" in r for r in bench["components"]) and bench["components"]
+    if tf32:  # float32 on a GPU: strict fp32 above, TF32 (a second alternating series) in two more columns
+        lines[-2:] = [lines[-2] + " PyTorch TF32 ms | TVM / PyTorch TF32 |", lines[-1] + "---|---|"]
     for r in bench["components"]:
         lines.append(f"| {r['component']} | {r['tvm_median_s'] * 1e3:.1f} | {r['torch_median_s'] * 1e3:.1f} | "
                      f"{r['ratio']:.2f} | {r['flops'] / 1e9:.1f} | {r['tvm_gflops']:.1f} | {r['torch_gflops']:.1f} | "
-                     f"{r['repeats']} |")
+                     f"{r['repeats']} |" + (f" {r['torch_tf32_median_s'] * 1e3:.1f} | {r['ratio_tf32']:.2f} |" if tf32 else ""))
     total_tvm = sum(r["tvm_median_s"] for r in bench["components"])
     total_torch = sum(r["torch_median_s"] for r in bench["components"])
-    lines.append(f"| all | {total_tvm * 1e3:.1f} | {total_torch * 1e3:.1f} | {total_tvm / total_torch:.2f} | | | | |")
+    lines.append(f"| all | {total_tvm * 1e3:.1f} | {total_torch * 1e3:.1f} | {total_tvm / total_torch:.2f} | | | | |"
+                 + (f" {sum(r['torch_tf32_median_s'] for r in bench['components']) * 1e3:.1f} | "
+                    f"{sum(r['tvm_median_s_tf32_run'] for r in bench['components']) / sum(r['torch_tf32_median_s'] for r in bench['components']):.2f} |"
+                    if tf32 else ""))
     return "\n".join(lines) + "\n"
 
 

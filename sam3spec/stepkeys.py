@@ -93,8 +93,9 @@ def weights(plan: Plan, root: Path) -> str:
     return digest(source)
 
 
-def for_export(plan: Plan, root: Path, comp: ComponentPlan, step: str = "export") -> dict:
+def for_export(plan: Plan, root: Path, comp: ComponentPlan, step: str = "export", target: str | None = None) -> dict:
     model = plan.model
+    autocast = plan.autocast_by_target().get(target) if target else None
     out = {"model section": digest({k: v for k, v in model.items()
                                     if k not in ("substitutions", "weights", "overrides")})}
     out.update({f"override of `{cls}`": digest(kw) for cls, kw in model.get("overrides", {}).items()})
@@ -104,6 +105,8 @@ def for_export(plan: Plan, root: Path, comp: ComponentPlan, step: str = "export"
     out[f"inputs of `{comp.name}`"] = digest(comp.inputs)
     out[f"outputs of `{comp.name}`"] = digest(comp.outputs)
     out[f"adapter `{comp.adapter}`"] = digest([comp.adapter, _code([_module(comp.adapter)])])
+    if autocast:
+        out[f"autocast {autocast} reference"] = digest(autocast)
     for sub in model.get("substitutions", []):
         entry = {k: v for k, v in sub.items() if k != "reason"}
         out[f"substitution `{sub['name']}`"] = digest([entry, _code([_module(sub["with"])], ":" not in sub["replace"])])
@@ -113,7 +116,7 @@ def for_export(plan: Plan, root: Path, comp: ComponentPlan, step: str = "export"
 def for_compile(plan: Plan, root: Path, comp: ComponentPlan, target: str, export_record: dict) -> dict:
     entry = plan.targets[target]
     out = {"exported program": digest(export_record.get("artifacts", {}).get("program.pt2", {}).get("sha256"))}
-    out[f"target `{target}`"] = digest({k: entry.get(k) for k in ("target", "pipeline", "pipeline_options")})
+    out[f"target `{target}`"] = digest({k: entry.get(k) for k in ("target", "pipeline", "pipeline_options", "pass_config")})
     if "host" in json.dumps(entry["target"]):
         out["host CPU"] = digest(host_cpu())
     out[f"pipeline `{entry['pipeline']}`"] = _code([_module(entry["pipeline"])])
@@ -132,14 +135,16 @@ def for_verify(plan: Plan, root: Path, comp: ComponentPlan, target: str, out_dir
     out.update({f"tolerance of `{comp.name}.{name}`": digest(tol)
                 for name, tol in plan.scaled_tolerances(comp, target).items()})
     out[f"device of `{target}`"] = digest(entry["target"])
+    if entry.get("reduced_precision"):
+        out[f"reduced-precision rule of `{target}`"] = digest(entry["reduced_precision"])
     out["where it runs"] = digest(f"rpc {rpc}" if rpc else [platform.system(), platform.machine(), platform.node()])
     return out | _common("verify", root)
 
 
-def for_reference(plan: Plan, root: Path, comp: ComponentPlan, compile_record: dict) -> dict:
+def for_reference(plan: Plan, root: Path, comp: ComponentPlan, compile_record: dict, target: str | None = None) -> dict:
     """The `reference` step (port --verify-only): the export's ingredients and the library's params.json."""
     params = compile_record.get("artifacts", {}).get("params.json", {}).get("sha256")
-    return {**for_export(plan, root, comp, "reference"), "params.json": digest(params)}
+    return {**for_export(plan, root, comp, "reference", target), "params.json": digest(params)}
 
 
 def host_cpu() -> str:

@@ -104,7 +104,24 @@ def test_metal_compiles_on_linux_and_says_it_did_not_verify(metal_port):
         with tarfile.open(out / "lib.tar") as objects:   # object files, linked by the Mac when loaded
             assert objects.getnames() and all(n.endswith(".o") for n in objects.getnames())
         compiled = json.loads((out / "compile.json").read_text())
-        assert compiled["pipeline"]["options"]["metal_simdgroup_matmul"] is False
+        assert compiled["metal_check"]["ok"], compiled["metal_check"]["problems"]
+        assert compiled["kernels"]["kernels"] == source.count("kernel void") > 0
+
+
+def test_metal_fp16_puts_matmuls_on_simdgroup_matrices():
+    """metal-fp16 on a component with linear layers: its matmuls take sam3spec's float16 x float16 -> float32
+    simdgroup schedule, the report counts them and the MSL passes the static limits check."""
+    result = port_command("manifests/sam3-image-tiny.yaml", "--target", "metal-fp16", "-c", "sam_mask_decoder")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = ROOT / "build" / "sam3-image-tiny" / "metal-fp16"
+    compiled = json.loads((out / "sam_mask_decoder" / "compile.json").read_text())
+    assert compiled["schedule"]["rules"].get("SimdgroupMatmul", 0) == compiled["kernels"]["matrix_unit"] > 0
+    assert compiled["metal_check"]["ok"], compiled["metal_check"]["problems"]
+    source = (out / "sam_mask_decoder" / "kernels.metal").read_text()
+    assert "simdgroup_float8x8" in source and "simdgroup_half8x8" in source
+    md = (out / "report.md").read_text()
+    assert "Kernels on the matrix units (`simdgroup_multiply_accumulate`)" in md and "Metal limits" in md
+    assert "| sam_mask_decoder | compiled |" in md
 
 
 @pytest.mark.skipif(not shutil.which("nvcc"), reason="no nvcc")

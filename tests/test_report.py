@@ -48,7 +48,7 @@ def test_entry_reports_first_failure_and_skips(tmp_path):
     assert entries["skipped"]["not_verified"] == "no metal device on this machine (Linux x86_64)"
     assert [entries[n]["failed"] for n in ("good", "bad", "skipped")] == [False, True, False]
     md = report.markdown({"manifest": "m", "target": "cpu", "verified": 1, "components": list(entries.values())})
-    assert "| good | verified | y | 1.00e-06 | 1.00e-05 | 0.0001 | 0.0001 | 1.5 | 1.5 | 1.5 |" in md
+    assert "| good | verified | y | 1.00e-06 | 1.00e-05 | 0.0001 | 0.0001 |  | 1.5 | 1.5 | 1.5 |" in md
     assert "| bad | compile failed: InternalError: boom |" in md
 
 
@@ -69,3 +69,25 @@ def test_summary_says_what_was_not_verified_why_and_how(tmp_path):
     assert 'Pipeline: `sam3spec.pipelines.gpu_dlight:pipeline` with {"metal_simdgroup_matmul": false}.' in md
     assert "Fallback 6, Matmul 4; 2 rule applications passed over" in md
     assert "| a | compiled |" in md and "verified |" not in md
+
+
+def test_report_counts_matrix_kernels_shows_metal_check_and_autocast_errors(tmp_path):
+    check = {"ok": False, "kernels": 3, "limits": {"buffers": 31, "threadgroup_bytes": 32768, "threads": 1024},
+             "largest": {"buffers": 4, "threadgroup_bytes": 40000, "threads": 256},
+             "problems": ["mm_kernel: threadgroup_bytes 40000 > 32768"]}
+    rule = "max abs error <= 2 x PyTorch autocast float16's (CPU autocast, same inputs), or within the fp32 tolerance"
+    for name, matrix in (("a", 2), ("b", 0)):
+        _write(tmp_path / name, "export", status="ok")
+        _write(tmp_path / name, "compile", status="ok", sources=["kernels.metal"],
+               kernels={"kernels": 3, "matrix_unit": matrix, "instruction": "simdgroup_multiply_accumulate"},
+               metal_check={**check, "ok": name == "b", "problems": [] if name == "b" else check["problems"]})
+        _write(tmp_path / name, "verify", status="ok", rule=rule,
+               outputs=[{"name": "y", "max_abs": 3e-3, "max_rel": 1e-2, "atol": 1e-3, "rtol": 1e-3,
+                         "autocast_max_abs": 2e-3, "ok": True}])
+    entries = [report.entry(n, tmp_path / n) for n in ("a", "b")]
+    md = report.markdown({"manifest": "m", "target": "metal-fp16", "verified": 2, "failed": 0, "components": entries})
+    assert "Kernels on the matrix units (`simdgroup_multiply_accumulate`): 2 of 6" in md
+    assert "1 of 2 components pass" in md and "**a**: mm_kernel: threadgroup_bytes 40000 > 32768." in md
+    assert f"Reduced precision: an output passes when its {rule}" in md
+    assert "| max abs | max rel | autocast max abs | atol |" in md
+    assert "| a | verified | y | 3.00e-03 | 1.00e-02 | 2.00e-03 | 0.001 | 0.001 | 3 (2 matrix) |" in md

@@ -5,7 +5,8 @@
 # compiled CUDA library (components in parallel), and time each against PyTorch on the same GPU.
 #
 #   usage: tools/gpu-run.sh MANIFEST TARGET [TARGET ...]   (results under build/<name>/<target>/)
-#   JOBS: components verified at once (default 4); BENCH=0 skips the timing; COMPONENTS="a b": only these
+#   JOBS: components verified at once (default 4); BENCH=0 skips the timing; COMPONENTS="a b": only these;
+#   PROFILE="a b": also these components kernel by kernel (build/<name>/<target>/profile.md)
 set -uo pipefail
 manifest=$1; shift
 mkdir -p /tmp/site
@@ -23,5 +24,8 @@ for target in "$@"; do
   only=$(for name in $names; do printf -- "-c %s " "$name"; done)
   python3 -m sam3spec report "$manifest" --target "$target" $only || status=1
   if [ "${BENCH:-1}" = 1 ]; then python3 -m sam3spec bench "$manifest" --target "$target" $only || status=1; fi
+  if [ -n "${PROFILE:-}" ]; then
+    python3 -m sam3spec profile "$manifest" --target "$target" $(for name in $PROFILE; do printf -- "-c %s " "$name"; done) || status=1
+  fi
 done
 exit $status

@@ -1,6 +1,6 @@
 """TVM's GPU pipeline for CUDA and Metal (legalize, fuse, dlight's Matmul/GEMV/Reduction/GeneralReduction/
-Fallback rules, lower), with each way around a TVM 0.27 crash a named keyword that manifests declare under a
-target's ``pipeline_options`` and compile.json records, so the Metal choices can be run on CUDA unchanged."""
+Fallback rules, lower), with each choice a named keyword that manifests declare under a target's
+``pipeline_options`` and compile.json records, so the Metal choices can be run on CUDA unchanged."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
-from sam3spec.pipelines import dataflow_lower_passes, prepack
+from sam3spec.pipelines import dataflow_lower_passes, prepack, simdgroup
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
 RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
@@ -182,43 +182,58 @@ def _symbolic_thread_memory(sch) -> list[str]:
     return found
 
 
-@contextlib.contextmanager
-def _tensorized_matmuls(metal_simdgroup: bool, tensor_core: bool):
-    """dl.gpu.Matmul first tries a tensorized schedule: MetalMatmul (simdgroup) on Metal, MatmulTensorization
-    (wmma) for float16 on CUDA sm_70+, and takes its generic schedule when that declines. Each disabled one
-    declines at once: in apache-tvm 0.27 with apache-tvm-ffi 0.1.15.post2 both segfault in Schedule.tensorize
-    (tvm::ffi::ToJSONGraph)."""
+def _threads_per_block(sch) -> int:
+    """The product of a schedule's threadIdx extents (its threads per block / threadgroup); 0 when one of them
+    is symbolic. MSL has no trace of it (it is a launch parameter): kernels.metal_check takes it from here."""
+    extents, pending = {}, [sch.get_sblock("root")]
+    while pending:
+        block = pending.pop()
+        pending.extend(sch.get_child_blocks(block))
+        for loop in sch.get_loops(block):
+            loop = sch.get(loop)
+            tag = loop.thread_binding.thread_tag if loop.thread_binding is not None else ""
+            if tag.startswith("threadIdx"):
+                if not isinstance(loop.extent, tirx.IntImm):
+                    return 0
+                extents[tag] = max(extents.get(tag, 1), int(loop.extent))
+    total = 1
+    for extent in extents.values():
+        total *= extent
+    return total
 
-    def metal_declines(*_args, **_kwargs):
+
+@contextlib.contextmanager
+def _metal_matmul(enabled: bool):
+    """dl.gpu.Matmul first tries a tensorized schedule (MetalMatmul on Metal, MatmulTensorization's wmma for
+    float16 on CUDA sm_70+) and takes its generic schedule when that declines. Disabled, MetalMatmul declines at
+    once: a CUDA proxy of Metal's schedules needs that, since its simdgroup code cannot build for CUDA."""
+    original = dlight_matmul.MetalMatmul.apply
+
+    def declines(*_args, **_kwargs):
         raise NotImplementedError("MetalMatmul disabled (pipeline option metal_simdgroup_matmul: false)")
 
-    def tensor_core_declines(*_args, **_kwargs):
-        return None
-
-    swaps = [(cls, rule) for cls, rule, enabled in ((dlight_matmul.MetalMatmul, metal_declines, metal_simdgroup),
-                                                    (dlight_matmul.MatmulTensorization, tensor_core_declines,
-                                                     tensor_core)) if not enabled]
-    originals = [(cls, cls.apply) for cls, _ in swaps]
-    for cls, rule in swaps:
-        cls.apply = rule
+    if not enabled:
+        dlight_matmul.MetalMatmul.apply = declines
     try:
         yield
     finally:
-        for cls, apply in originals:
-            cls.apply = apply
+        dlight_matmul.MetalMatmul.apply = original
 
 
 def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thread_memory: bool,
-             last_resort: bool, metal_simdgroup_matmul: bool, tensor_core_matmul: bool,
-             stats: dict | None) -> tvm.transform.Pass:
+             last_resort: bool, metal_simdgroup_matmul: bool, simdgroup_f32_accumulate: str | None = None, stats: dict | None = None) -> tvm.transform.Pass:
     """dlight's rules in order on each PrimFunc, the first that applies wins (as dl.ApplyDefaultSchedule).
     skip_failing_rules: a rule that raises on a function is passed over, and the next one tried, instead of
     failing the compile (GEMV's outer reduction, GeneralReduction's 'bind' on padded windows).
     static_thread_memory: a schedule putting a symbolic-size buffer in thread/threadgroup memory is passed
-    over likewise. last_resort: SimpleLoops for functions that no rule schedules."""
-    rules = [(name, getattr(dl.gpu, name)()) for name in RULES] + ([("SimpleLoops", SimpleLoops())] if last_resort else [])
+    over likewise. last_resort: SimpleLoops for functions that no rule schedules. simdgroup_f32_accumulate
+    ("metal" or "proxy"): simdgroup.SimdgroupMatmul first, for Metal or as its CUDA proxy."""
+    first = [("SimdgroupMatmul", simdgroup.SimdgroupMatmul(proxy=simdgroup_f32_accumulate == "proxy"))] \
+        if simdgroup_f32_accumulate else []
+    rules = first + [(name, getattr(dl.gpu, name)()) for name in RULES] + ([("SimpleLoops", SimpleLoops())] if last_resort else [])
     stats = {} if stats is None else stats
     used, passed_over = stats.setdefault("rules", {}), stats.setdefault("passed_over", [])
+    threads = stats.setdefault("threads", {})
 
     def _one(name_hint, func):
         for name, rule in rules:
@@ -237,13 +252,14 @@ def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thre
                 passed_over.append(f"{name_hint}: {name} put symbolic-size {', '.join(symbolic)} in thread memory")
                 continue
             used[name] = used.get(name, 0) + 1
+            threads[name_hint] = _threads_per_block(sch)
             return sch.mod["main"].with_attr("tirx.is_scheduled", True)
         return None
 
     @tvm.transform.module_pass(opt_level=0, name="sam3spec.GPUSchedule")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         updated = {}
-        with _tensorized_matmuls(metal_simdgroup_matmul, tensor_core_matmul):
+        with _metal_matmul(metal_simdgroup_matmul):
             for gvar, func in mod.functions_items():
                 if isinstance(func, tirx.PrimFunc) and not (func.attrs and func.attrs.get("tirx.is_scheduled")):
                     done = _one(gvar.name_hint, func)
@@ -260,7 +276,7 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
              lift_weight_transforms: bool = True, drop_empty_concat: bool = True, float64: bool = True,
              skip_failing_rules: bool = True,
              static_thread_memory: bool = False, last_resort: bool = True, metal_simdgroup_matmul: bool = True,
-             tensor_core_matmul: bool = True,
+             simdgroup_f32_accumulate: str | None = None,
              schedule_as: dict | None = None, mixed_precision: str | None = None) -> tvm.transform.Pass:
     """The GPU pipeline. Keywords (a target's ``pipeline_options``):
     lift_weight_transforms: weight-only work (the transposes ``linear`` makes) runs once, in
@@ -268,13 +284,20 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
     drop_empty_concat: :func:`drop_empty_concat_operands`.
     float64: False gives :func:`float64_as_float32` (Metal).
     skip_failing_rules, static_thread_memory, last_resort: :func:`schedule`.
-    metal_simdgroup_matmul: let dl.gpu.Matmul try MetalMatmul on Metal.
-    tensor_core_matmul: let dl.gpu.Matmul try MatmulTensorization (wmma) for float16 on CUDA.
+    metal_simdgroup_matmul: let dl.gpu.Matmul try TVM's MetalMatmul (float16 output) on Metal; off for a
+        CUDA proxy of Metal's schedules (:func:`_metal_matmul`). CUDA's float16 matmuls always get
+        MatmulTensorization's tensor-core schedule (wmma) where it applies.
+    simdgroup_f32_accumulate: "metal": float16 x float16 -> float32 matmuls on simdgroup matrices
+        (:mod:`sam3spec.pipelines.simdgroup`); "proxy": the same schedule with the intrinsics as plain TIR, for
+        a CUDA target scheduled ``schedule_as`` Metal. Either needs the pass config
+        ``tirx.disable_storage_rewrite`` (see the manifests).
     mixed_precision: "float16" runs matmuls and convolutions on float16 operands with float32 accumulation
         (relax ToMixedPrecision, before the weight casts are lifted), as PyTorch's autocast does; implies
         float64: False and :func:`clip_as_min_max` (ToMixedPrecision rejects float64 and clip's scalars).
     schedule_as: the target the rules schedule for, when not the one compiled for (``{kind: metal}`` on CUDA
         gives Metal's schedules, to check them numerically on an NVIDIA GPU)."""
+    if simdgroup_f32_accumulate not in (None, "metal", "proxy"):
+        raise ValueError(f"simdgroup_f32_accumulate {simdgroup_f32_accumulate!r}: metal or proxy")
     if mixed_precision not in (None, "float16"):
         raise ValueError(f"mixed_precision {mixed_precision!r}: TVM's ToMixedPrecision makes float16 only")
     rules_target = tvm.target.Target(schedule_as) if schedule_as else target
@@ -285,7 +308,8 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
         + (prepack.lift() if lift_weight_transforms else []) \
         + [*gpu_generic.library_dispatch_passes(target), *legalize,
            schedule(rules_target, skip_failing_rules=skip_failing_rules, static_thread_memory=static_thread_memory,
-                    last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul, tensor_core_matmul=tensor_core_matmul,
+                    last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul,
+                    simdgroup_f32_accumulate=simdgroup_f32_accumulate,
                     stats=stats),
            *dataflow_lower_passes(gpu_generic, target, dynamic_shapes), *gpu_generic.finalize_passes(target)]
 

@@ -64,11 +64,17 @@ def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int) -> dict
 
 
 def _pytorch_setting(where: str, autocast: str | None) -> str:
-    """How PyTorch ran, in words: on a GPU, sam3's model_builder turns on TF32 matmuls at import (Ampere+)."""
+    """How PyTorch ran, in words."""
     if autocast:
         return f"eager {where}, autocast {autocast}"
-    tf32 = where == "cuda" and torch.backends.cuda.matmul.allow_tf32
-    return f"eager {where}, float32" + (" (TF32 matmuls and convolutions, as sam3 sets them)" if tf32 else "")
+    return f"eager {where}, float32" + (" with TF32 off (strict); the TF32 columns with TF32 matmuls and "
+                                        "convolutions on, as sam3's model_builder sets them" if where == "cuda" else "")
+
+
+def tf32(on: bool) -> None:
+    """TF32 tensor cores for PyTorch's float32 matmuls and convolutions (sam3 turns them on at import)."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
 
 
 def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict, build_dir: str,
@@ -102,7 +108,15 @@ def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict,
             compiled.device.sync()
 
         with heartbeat(f"bench {comp['name']}"):
+            strict = gpu and autocast is None  # float32 on a GPU: against strict fp32, and against TF32 too
+            if strict:
+                tf32(False)
             timing = measure(torch_call, tvm_call, repeats, min_repeats)
+            if strict:
+                tf32(True)
+                with_tf32 = measure(torch_call, tvm_call, repeats, min_repeats)
+                timing.update(torch_tf32_median_s=with_tf32["torch_median_s"], tvm_median_s_tf32_run=with_tf32["tvm_median_s"],
+                              ratio_tf32=with_tf32["tvm_median_s"] / with_tf32["torch_median_s"])
         count = flops(module, args)
         results.append({"component": comp["name"], "dims": example, "threads": torch.get_num_threads(),
                         "pytorch": _pytorch_setting(where, autocast),

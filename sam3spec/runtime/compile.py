@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from sam3spec.runtime import kernels
 from sam3spec.runtime.artifacts import atomic_path, checked, heartbeat, progress, record_files, step, write_json
 from sam3spec.runtime.loader import LIBRARY_FILE, PARAMS_FILE, describe_weight
 from sam3spec.runtime.resolve import resolve
@@ -73,7 +74,7 @@ def weight_names(func, program) -> list[str]:
 
 
 def run(*, component: str, target: dict, pipeline: str, converters: dict[str, str], dynamic: bool,
-        out_dir: str, pipeline_options: dict | None = None) -> None:
+        out_dir: str, pipeline_options: dict | None = None, pass_config: dict | None = None) -> None:
     import tvm
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
@@ -98,14 +99,23 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
             result["cuda"] = CUDA_CODE
         result["target"] = str(tgt)
         result["pipeline"] = {"name": pipeline, "options": dict(pipeline_options or {})}
+        if pass_config:
+            result["pass_config"] = dict(pass_config)
         progress(f"{component}: compiling for {target['kind']} with {pipeline} {pipeline_options or ''}")
-        with heartbeat(f"{component}: compiling"):
+        with heartbeat(f"{component}: compiling"), tvm.transform.PassContext(config=dict(pass_config or {})):
             executable = tvm.compile(mod, target=tgt, relax_pipeline=resolve(pipeline)(
                 tgt, dynamic_shapes=dynamic, stats=result.setdefault("schedule", {}), **(pipeline_options or {})))
         for kind, source in device_sources(executable).items():
             with atomic_path(out / SOURCE_FILE[kind]) as tmp:
                 tmp.write_text(source)
             result.setdefault("sources", []).append(SOURCE_FILE[kind])
+            result["kernels"] = kernels.count(kind, source)
+            progress(f"{component}: {result['kernels']['kernels']} {kind} kernels, "
+                     f"{result['kernels']['matrix_unit']} on the matrix units ({kernels.MATRIX_UNIT[kind]})")
+            if kind == "metal":
+                result["metal_check"] = kernels.metal_check(source, result["schedule"].get("threads", {}))
+                progress(f"{component}: Metal limits check: " + ("passed" if result["metal_check"]["ok"] else
+                                                                 "; ".join(result["metal_check"]["problems"])))
         with atomic_path(out / LIBRARY_FILE[target["kind"]]) as tmp:
             executable.export_library(str(tmp))
         result["library"] = LIBRARY_FILE[target["kind"]]

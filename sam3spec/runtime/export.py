@@ -67,10 +67,20 @@ def write_params(module: torch.nn.Module, out: Path) -> dict:
     return counts
 
 
+def autocast_outputs(module: torch.nn.Module, runs: list, dtype: str) -> list[tuple]:
+    """The module's outputs under PyTorch's CPU autocast to `dtype` (float32 again; bool and integer as they
+    are): what PyTorch's own reduced precision gives on the same inputs, which a float16 target is held to."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=getattr(torch, dtype)):
+        got = [_as_tuple(module(*args)) for args in runs]
+    return [tuple(t.float() if t.is_floating_point() else t for t in case) for case in got]
+
+
 def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs: list[dict],
-        outputs: list[str], dims: dict[str, dict], seed: int, out_dir: str, reference_only: bool = False) -> None:
+        outputs: list[str], dims: dict[str, dict], seed: int, out_dir: str, reference_only: bool = False,
+        autocast: str | None = None) -> None:
     """reference_only: the weights (params.bin, from compile's params.json) and the reference, without
-    torch.export: on the machine that runs a library compiled elsewhere."""
+    torch.export: on the machine that runs a library compiled elsewhere. autocast: also keep PyTorch
+    autocast's outputs in that dtype (a reduced-precision target's rule)."""
     out = Path(out_dir)
     with step(out, "reference" if reference_only else "export") as result:
         result["weights"] = checkpoint.weights_source(model["weights"], Path(manifest_dir))
@@ -83,11 +93,17 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
             references = [_as_tuple(module(*args)) for args in runs]
         if len(references[0]) != len(outputs):
             raise ValueError(f"adapter returned {len(references[0])} outputs, the manifest names {len(outputs)}")
+        reduced = [None] * len(runs)
+        if autocast:
+            progress(f"{component}: PyTorch autocast {autocast} outputs on the same inputs (CPU)")
+            with heartbeat(f"{component}: PyTorch autocast"):
+                reduced = autocast_outputs(module, runs, autocast)
+            result["autocast"] = {"dtype": autocast, "device": "cpu"}
+        saved = [{"inputs": args, "outputs": ref, "autocast": ac} for args, ref, ac in zip(runs, references, reduced)]
         if reference_only:
             result["params"] = write_params(module, out)
             with atomic_path(out / reference.FILE) as tmp:
-                reference.save(tmp, [i["name"] for i in inputs], outputs,
-                               [{"inputs": args, "outputs": ref} for args, ref in zip(runs, references)])
+                reference.save(tmp, [i["name"] for i in inputs], outputs, saved)
             record_files(result, out, ["params.bin", reference.FILE])
             progress(f"{component}: weights ({result['params']['identical']} identical to compile's, "
                      f"{result['params']['close']} regenerated within 1e-5) and the reference written")
@@ -107,8 +123,7 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
         with atomic_path(out / "program.pt2") as tmp:
             torch.export.save(program, tmp)
         with atomic_path(out / reference.FILE) as tmp:
-            reference.save(tmp, [i["name"] for i in inputs], outputs,
-                           [{"inputs": args, "outputs": ref} for args, ref in zip(runs, references)])
+            reference.save(tmp, [i["name"] for i in inputs], outputs, saved)
         record_files(result, out, ["program.pt2", reference.FILE])
         result["ops"] = ops(program)
         progress(f"{component}: exported; program re-run max abs diff {result['exported_vs_original_max_abs']:.3g}")

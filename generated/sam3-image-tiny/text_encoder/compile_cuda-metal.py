@@ -10,7 +10,6 @@ ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'cuda', 'arch': 'sm_90'}
 PIPELINE_OPTIONS = {'schedule_as': {'kind': 'metal'},
-                    'metal_simdgroup_matmul': False,
                     'static_thread_memory': True,
                     'float64': False,
                     'skip_failing_rules': True,

@@ -10,7 +10,6 @@ ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'cuda', 'arch': 'sm_90'}
 PIPELINE_OPTIONS = {'mixed_precision': 'float16',
-                    'tensor_core_matmul': False,
                     'static_thread_memory': True,
                     'skip_failing_rules': True,
                     'last_resort': True}

@@ -17,10 +17,11 @@ INPUTS = [
 ]
 OUTPUTS = ['sparse', 'dense']
 DIMS = {'clicks': {'min': 1, 'max': 8, 'example': 3}}
+AUTOCAST = {'metal-fp16': 'float16', 'cuda-metal-fp16': 'float16', 'cuda-fp16': 'float16'}  # reduced-precision targets: PyTorch autocast's outputs too
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", choices=['cpu', 'metal', 'cuda', 'cuda-metal', 'cuda-fp16'], default='cpu')
+    parser.add_argument("--target", choices=['cpu', 'metal', 'metal-fp16', 'cuda', 'cuda-metal', 'cuda-metal-fp16', 'cuda-fp16'], default='cpu')
     parser.add_argument("--reference-only", action="store_true",
                         help="weights and reference only, no torch.export: for a library compiled on another machine")
     args = parser.parse_args()
@@ -35,5 +36,6 @@ if __name__ == "__main__":
         dims=DIMS,
         seed=0,
         reference_only=args.reference_only,
+        autocast=AUTOCAST.get(target),
         out_dir=str(ROOT / "build" / 'sam3-image' / target / 'sam_prompt_encoder'),
     )

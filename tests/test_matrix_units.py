@@ -1,0 +1,96 @@
+"""Matrix units and reduced precision: simdgroup matmuls with float32 accumulators for Metal (and their CUDA proxy),
+the kernel counts and the static Metal limits check that compile.json records, and the autocast rule a float16
+target is verified under."""
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import te
+
+from sam3spec.pipelines.simdgroup import SimdgroupMatmul
+from sam3spec.runtime import kernels
+from sam3spec.runtime.export import autocast_outputs
+from sam3spec.runtime.verify import autocast_rule, compare
+
+METAL = {"kind": "metal", "host": {"kind": "llvm", "mtriple": "arm64-apple-macos"}}
+CUDA = {"kind": "cuda", "arch": "sm_90"}
+NO_STORAGE_REWRITE = {"tirx.disable_storage_rewrite": True}   # as the manifests' metal-fp16 pass_config
+
+
+def _matmul(out_dtype="float32", m=200, n=256, k=320):
+    a = te.placeholder((m, k), "float16", name="a")
+    b = te.placeholder((n, k), "float16", name="b")
+    r = te.reduce_axis((0, k), name="r")
+    c = te.compute((m, n), lambda i, j: te.sum(a[i, r].astype(out_dtype) * b[j, r].astype(out_dtype), axis=r))
+    return te.create_prim_func([a, b, c])
+
+
+def _source(func, proxy: bool, build_for: dict) -> str:
+    sch = SimdgroupMatmul(proxy=proxy).apply(func, tvm.target.Target(METAL), False)
+    assert sch is not None
+    mod = tvm.IRModule({"main": sch.mod["main"].with_attr("tirx.is_scheduled", True)})
+    with tvm.transform.PassContext(config=NO_STORAGE_REWRITE):
+        return tvm.compile(mod, target=tvm.target.Target(build_for)).mod.imports[0].inspect_source()
+
+
+def test_simdgroup_matmul_accumulates_half_operands_in_float_on_metal():
+    source = _source(_matmul(), proxy=False, build_for=METAL)
+    assert "simdgroup_float8x8" in source and "simdgroup_half8x8" in source
+    assert kernels.count("metal", source) == {"kernels": 1, "matrix_unit": 1,
+                                              "instruction": "simdgroup_multiply_accumulate"}
+    check = kernels.metal_check(source, {"main": 128})   # 4 simdgroups of 32 (threadIdx.z x threadIdx.x)
+    assert check["ok"], check["problems"]
+    assert 0 < check["largest"]["threadgroup_bytes"] <= kernels.METAL_LIMITS["threadgroup_bytes"]
+
+
+def test_simdgroup_proxy_builds_for_cuda_without_metal_builtins():
+    source = _source(_matmul(), proxy=True, build_for=CUDA)
+    assert "__global__" in source and "simdgroup" not in source
+    assert kernels.count("cuda", source)["matrix_unit"] == 0
+
+
+def test_simdgroup_rule_declines_what_it_does_not_cover():
+    rule = SimdgroupMatmul()
+    assert rule.apply(_matmul(out_dtype="float16"), tvm.target.Target(METAL), False) is None   # TVM's own rule
+    assert rule.apply(_matmul(), tvm.target.Target(CUDA), False) is None                          # not Metal
+
+
+def test_metal_check_names_each_limit_it_finds_broken():
+    args = ",\n".join(f"  device float* p{i} [[ buffer({i}) ]]" for i in range(32))
+    source = (f"kernel void big_kernel({args},\n  uint threadIdx [[thread_position_in_threadgroup]]\n) {{\n"
+              "  threadgroup float tile[9000];\n  double x = 0;\n}\n")
+    check = kernels.metal_check(source, {"big": 2048})
+    assert not check["ok"]
+    assert check["largest"] == {"buffers": 32, "threadgroup_bytes": 36000, "threads": 2048}
+    assert len(check["problems"]) == 4   # double, and the three limits
+    unknown = kernels.metal_check(source.replace("double x = 0;", ""), {})
+    assert any("threads per threadgroup unknown" in p for p in unknown["problems"])
+
+
+def _runs(errors, tol=1e-4):
+    expected = np.zeros(8)
+    return [compare(expected + e, expected, tol, 0.0) for e in errors]
+
+
+def test_autocast_rule_holds_float16_to_twice_pytorchs_own_error():
+    autocast = _runs([1e-3, 2e-3])                 # PyTorch autocast's worst: 2e-3
+    assert autocast_rule(_runs([3.9e-3]), autocast, 2.0)["ok"]
+    verdict = autocast_rule(_runs([4.1e-3]), autocast, 2.0)
+    assert not verdict["ok"] and verdict["autocast_max_abs"] == pytest.approx(2e-3) and verdict["bound"] == pytest.approx(4e-3)
+    exact = _runs([0.0])                           # an output autocast leaves in float32
+    assert autocast_rule(_runs([5e-5]), exact, 2.0)["ok"]        # within the fp32 tolerance
+    assert not autocast_rule(_runs([5e-3]), exact, 2.0)["ok"]
+    assert not autocast_rule(_runs([float("nan")]), autocast, 2.0)["ok"]
+
+
+def test_autocast_outputs_are_pytorchs_float16_numbers_in_float32():
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Linear(256, 8)).eval()
+    x = torch.randn(64, 256)
+    (got,), = autocast_outputs(module, [(x,)], "float16")
+    with torch.no_grad():
+        exact = module(x)
+    assert got.dtype == torch.float32
+    err = (got - exact).abs().max().item()
+    assert 1e-5 < err < 1e-1   # float16 operands: not exact, not wrong
