@@ -50,10 +50,10 @@ class Plan:
     def manifest_dir(self) -> str:
         return os.path.dirname(self.manifest) or "."
 
-    def autocast_by_target(self) -> dict[str, str]:
-        """Target name -> the autocast dtype of its reduced-precision rule, for the targets that have one."""
-        return {name: t["reduced_precision"]["autocast"] for name, t in self.targets.items()
-                if t.get("reduced_precision")}
+    def autocast_by_target(self) -> dict[str, dict]:
+        """Target name -> {dtype, device} of PyTorch autocast for its reduced-precision rule, where it has one."""
+        return {name: {"dtype": t["reduced_precision"]["autocast"], "device": t["reduced_precision"]["device"]}
+                for name, t in self.targets.items() if t.get("reduced_precision")}
 
     def scaled_tolerances(self, component: ComponentPlan, target: str) -> dict[str, dict]:
         """The component's tolerances times the target's tolerance_scale (1 when absent)."""

@@ -16,7 +16,6 @@ from sam3spec.runtime import reference
 from sam3spec.runtime.artifacts import read_result, remove_temporaries, write_json
 from sam3spec.runtime.loader import LIBRARY_FILE
 
-CPU_ONLY = ("export", "reference")  # PyTorch reference runs: on a GPU machine sam3 would build on cuda
 
 
 def reads(step: str, target_kind: str) -> tuple[str, ...]:
@@ -49,13 +48,12 @@ def rpc_problem(address: str) -> str | None:
     return None
 
 
-def run_script(root: Path, script: Path, result: Path, *extra: str, cpu_only: bool = False) -> bool:
+def run_script(root: Path, script: Path, result: Path, *extra: str) -> bool:
     """Runs one generated script in its own process, its output shown as it comes. A process that dies
-    without writing its result (a crash in native code) gets one written for it. cpu_only: no CUDA device
-    visible (the PyTorch reference is a CPU run, as at export; on a GPU machine sam3 would build on cuda)."""
+    without writing its result (a crash in native code) gets one written for it. A GPU stays visible to export
+    and reference: the model builds on the CPU (export.cpu_build) and the reference is a CPU run, and PyTorch
+    autocast for a reduced-precision rule runs on the target's GPU."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    if cpu_only:
-        env["CUDA_VISIBLE_DEVICES"] = ""
     code = subprocess.run([sys.executable, str(script), *extra], env=env, cwd=root).returncode
     if code != 0 and not result.is_file():
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
@@ -110,8 +108,7 @@ def component(plan: Plan, root: Path, name: str, target: str, steps: tuple[str, 
             (out / "reference.json").unlink(missing_ok=True)  # a rebuild from another machine's library
         extra = {"export": ["--target", target], "reference": ["--target", target, "--reference-only"],
                  "verify": ["--rpc", rpc] if rpc else []}.get(step, [])
-        if not run_script(root, _script(plan, root, name, step, target), out / f"{step}.json", *extra,
-                          cpu_only=step in CPU_ONLY):
+        if not run_script(root, _script(plan, root, name, step, target), out / f"{step}.json", *extra):
             break
         cache.seal(out, step, needs, why)
     return decided

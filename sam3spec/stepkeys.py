@@ -106,7 +106,7 @@ def for_export(plan: Plan, root: Path, comp: ComponentPlan, step: str = "export"
     out[f"outputs of `{comp.name}`"] = digest(comp.outputs)
     out[f"adapter `{comp.adapter}`"] = digest([comp.adapter, _code([_module(comp.adapter)])])
     if autocast:
-        out[f"autocast {autocast} reference"] = digest(autocast)
+        out[f"autocast {autocast['dtype']} on {autocast['device']}"] = digest(autocast)
     for sub in model.get("substitutions", []):
         entry = {k: v for k, v in sub.items() if k != "reason"}
         out[f"substitution `{sub['name']}`"] = digest([entry, _code([_module(sub["with"])], ":" not in sub["replace"])])

@@ -94,3 +94,32 @@ def test_autocast_outputs_are_pytorchs_float16_numbers_in_float32():
     assert got.dtype == torch.float32
     err = (got - exact).abs().max().item()
     assert 1e-5 < err < 1e-1   # float16 operands: not exact, not wrong
+
+
+def _batched(b, m, n, k, dtype="float16"):
+    a = te.placeholder((b, m, k), dtype, name="a")
+    w = te.placeholder((b, n, k), dtype, name="w")
+    r = te.reduce_axis((0, k), name="r")
+    c = te.compute((b, m, n), lambda s, i, j: te.sum(a[s, i, r].astype("float32") * w[s, j, r].astype("float32"),
+                                                     axis=r))
+    return te.create_prim_func([a, w, c])
+
+
+@pytest.mark.parametrize("shape", [(16, 576, 576, 64), (16, 576, 64, 576), (8, 200, 5184, 32)],
+                         ids=["scores", "p_v", "fusion_k32"])
+def test_attention_matmuls_get_tensor_cores(shape):
+    from sam3spec.pipelines.tensor_core import SmallDimTensorCore
+
+    cuda = tvm.target.Target(CUDA)
+    sch = SmallDimTensorCore().apply(_batched(*shape), cuda, False)
+    assert sch is not None
+    lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("tirx.is_scheduled", True)}), target=cuda)
+    assert kernels.count("cuda", lib.mod.imports[0].inspect_source())["matrix_unit"] == 1
+
+
+@pytest.mark.parametrize("shape,dtype", [((1, 1024, 1024, 1024), "float16"), ((1, 576, 576, 16), "float16"),
+                                         ((16, 576, 576, 64), "float32")], ids=["dlight_does_it", "too_small", "fp32"])
+def test_small_dim_tensor_core_leaves_the_rest_to_dlight(shape, dtype):
+    from sam3spec.pipelines.tensor_core import SmallDimTensorCore
+
+    assert SmallDimTensorCore().apply(_batched(*shape, dtype=dtype), tvm.target.Target(CUDA), False) is None

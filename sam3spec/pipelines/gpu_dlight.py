@@ -12,7 +12,7 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
-from sam3spec.pipelines import dataflow_lower_passes, prepack, simdgroup
+from sam3spec.pipelines import dataflow_lower_passes, prepack, simdgroup, tensor_core
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
 RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
@@ -221,7 +221,8 @@ def _metal_matmul(enabled: bool):
 
 
 def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thread_memory: bool,
-             last_resort: bool, metal_simdgroup_matmul: bool, simdgroup_f32_accumulate: str | None = None, stats: dict | None = None) -> tvm.transform.Pass:
+             last_resort: bool, metal_simdgroup_matmul: bool, simdgroup_f32_accumulate: str | None = None,
+             tensor_core_min_extent: int | None = 32, stats: dict | None = None) -> tvm.transform.Pass:
     """dlight's rules in order on each PrimFunc, the first that applies wins (as dl.ApplyDefaultSchedule).
     skip_failing_rules: a rule that raises on a function is passed over, and the next one tried, instead of
     failing the compile (GEMV's outer reduction, GeneralReduction's 'bind' on padded windows).
@@ -230,6 +231,8 @@ def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thre
     ("metal" or "proxy"): simdgroup.SimdgroupMatmul first, for Metal or as its CUDA proxy."""
     first = [("SimdgroupMatmul", simdgroup.SimdgroupMatmul(proxy=simdgroup_f32_accumulate == "proxy"))] \
         if simdgroup_f32_accumulate else []
+    if tensor_core_min_extent:
+        first.append(("SmallDimTensorCore", tensor_core.SmallDimTensorCore(tensor_core_min_extent)))
     rules = first + [(name, getattr(dl.gpu, name)()) for name in RULES] + ([("SimpleLoops", SimpleLoops())] if last_resort else [])
     stats = {} if stats is None else stats
     used, passed_over = stats.setdefault("rules", {}), stats.setdefault("passed_over", [])
@@ -276,7 +279,7 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
              lift_weight_transforms: bool = True, drop_empty_concat: bool = True, float64: bool = True,
              skip_failing_rules: bool = True,
              static_thread_memory: bool = False, last_resort: bool = True, metal_simdgroup_matmul: bool = True,
-             simdgroup_f32_accumulate: str | None = None,
+             simdgroup_f32_accumulate: str | None = None, tensor_core_min_extent: int | None = 32,
              schedule_as: dict | None = None, mixed_precision: str | None = None) -> tvm.transform.Pass:
     """The GPU pipeline. Keywords (a target's ``pipeline_options``):
     lift_weight_transforms: weight-only work (the transposes ``linear`` makes) runs once, in
@@ -287,6 +290,9 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
     metal_simdgroup_matmul: let dl.gpu.Matmul try TVM's MetalMatmul (float16 output) on Metal; off for a
         CUDA proxy of Metal's schedules (:func:`_metal_matmul`). CUDA's float16 matmuls always get
         MatmulTensorization's tensor-core schedule (wmma) where it applies.
+    tensor_core_min_extent: float16 matmuls with an extent of 64 or less (attention's head dimension), which
+        dl.gpu.Matmul leaves off the tensor cores, get them too when every extent is at least this
+        (:mod:`sam3spec.pipelines.tensor_core`); None: dlight's choice alone.
     simdgroup_f32_accumulate: "metal": float16 x float16 -> float32 matmuls on simdgroup matrices
         (:mod:`sam3spec.pipelines.simdgroup`); "proxy": the same schedule with the intrinsics as plain TIR, for
         a CUDA target scheduled ``schedule_as`` Metal. Either needs the pass config
@@ -310,7 +316,7 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
            schedule(rules_target, skip_failing_rules=skip_failing_rules, static_thread_memory=static_thread_memory,
                     last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul,
                     simdgroup_f32_accumulate=simdgroup_f32_accumulate,
-                    stats=stats),
+                    tensor_core_min_extent=tensor_core_min_extent, stats=stats),
            *dataflow_lower_passes(gpu_generic, target, dynamic_shapes), *gpu_generic.finalize_passes(target)]
 
     @tvm.transform.module_pass(opt_level=0, name="sam3spec.gpu_dlight")

@@ -3,6 +3,7 @@ export-phase substitutions, torch.export it, and check the exported program re-r
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -67,24 +68,47 @@ def write_params(module: torch.nn.Module, out: Path) -> dict:
     return counts
 
 
-def autocast_outputs(module: torch.nn.Module, runs: list, dtype: str) -> list[tuple]:
-    """The module's outputs under PyTorch's CPU autocast to `dtype` (float32 again; bool and integer as they
-    are): what PyTorch's own reduced precision gives on the same inputs, which a float16 target is held to."""
-    with torch.no_grad(), torch.autocast("cpu", dtype=getattr(torch, dtype)):
-        got = [_as_tuple(module(*args)) for args in runs]
-    return [tuple(t.float() if t.is_floating_point() else t for t in case) for case in got]
+AUTOCAST_AVAILABLE = {"cpu": lambda: True, "cuda": lambda: torch.cuda.is_available(),
+                      "mps": lambda: torch.backends.mps.is_available()}
+
+
+def autocast_outputs(module: torch.nn.Module, runs: list, dtype: str, device: str = "cpu") -> list[tuple]:
+    """The module's outputs under PyTorch's autocast to `dtype` on `device` (on the CPU again, float32; bool and
+    integer as they are): what PyTorch's own reduced precision gives on the same inputs, which a float16 target
+    is held to. The module goes to `device` for these runs and comes back."""
+    try:
+        module.to(device)
+        with torch.no_grad(), torch.autocast(device, dtype=getattr(torch, dtype)):
+            got = [_as_tuple(module(*[a.to(device) for a in args])) for args in runs]
+    finally:
+        module.to("cpu")
+    return [tuple((t.float() if t.is_floating_point() else t).cpu() for t in case) for case in got]
+
+
+@contextlib.contextmanager
+def cpu_build():
+    """The model builds on the CPU where a GPU is visible too: SAM3's constructors put caches on "cuda" when
+    torch sees one (build_on_cpu's substitutions ask torch.cuda.is_available), and the reference is a CPU run."""
+    seen = torch.cuda.is_available
+    torch.cuda.is_available = lambda: False
+    try:
+        yield
+    finally:
+        torch.cuda.is_available = seen
 
 
 def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs: list[dict],
         outputs: list[str], dims: dict[str, dict], seed: int, out_dir: str, reference_only: bool = False,
-        autocast: str | None = None) -> None:
+        autocast: dict | None = None) -> None:
     """reference_only: the weights (params.bin, from compile's params.json) and the reference, without
-    torch.export: on the machine that runs a library compiled elsewhere. autocast: also keep PyTorch
-    autocast's outputs in that dtype (a reduced-precision target's rule)."""
+    torch.export: on the machine that runs a library compiled elsewhere. autocast ({dtype, device}, a
+    reduced-precision target's rule): also keep PyTorch autocast's outputs, where that device is (else the
+    reference step on the machine that has it computes them: port --verify-only there)."""
     out = Path(out_dir)
     with step(out, "reference" if reference_only else "export") as result:
         result["weights"] = checkpoint.weights_source(model["weights"], Path(manifest_dir))
-        net = model_lib.build_substituted(model, Path(manifest_dir))
+        with cpu_build():
+            net = model_lib.build_substituted(model, Path(manifest_dir))
         module = resolve(adapter)(net).eval()
         del net
         runs = [samples.make_all(inputs, case, seed + i) for i, case in enumerate(cases(dims))]
@@ -94,11 +118,15 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
         if len(references[0]) != len(outputs):
             raise ValueError(f"adapter returned {len(references[0])} outputs, the manifest names {len(outputs)}")
         reduced = [None] * len(runs)
-        if autocast:
-            progress(f"{component}: PyTorch autocast {autocast} outputs on the same inputs (CPU)")
+        if autocast and AUTOCAST_AVAILABLE[autocast["device"]]():
+            progress(f"{component}: PyTorch autocast {autocast['dtype']} outputs on the same inputs ({autocast['device']})")
             with heartbeat(f"{component}: PyTorch autocast"):
-                reduced = autocast_outputs(module, runs, autocast)
-            result["autocast"] = {"dtype": autocast, "device": "cpu"}
+                reduced = autocast_outputs(module, runs, autocast["dtype"], autocast["device"])
+            result["autocast"] = dict(autocast)
+        elif autocast:
+            result["autocast"] = {**autocast, "skipped": f"no {autocast['device']} device here"}
+            progress(f"{component}: no {autocast['device']} device here for PyTorch autocast's outputs: the reference "
+                     "step where it is computes them (port --verify-only)")
         saved = [{"inputs": args, "outputs": ref, "autocast": ac} for args, ref, ac in zip(runs, references, reduced)]
         if reference_only:
             result["params"] = write_params(module, out)

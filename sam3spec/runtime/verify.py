@@ -83,8 +83,9 @@ def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: s
         per_output = {name: [] for name in ref["output_names"]}
         per_autocast = {name: [] for name in ref["output_names"]}
         if rule and any(case["autocast"] is None for case in ref["cases"]):
-            raise ValueError(f"{reference.FILE} has no autocast outputs for the {rule['autocast']} rule: "
-                             "rebuild it (port --force)")
+            raise ValueError(f"{reference.FILE} has no PyTorch autocast outputs for the {rule['autocast']} rule (their "
+                             f"device was not where it was made: {rule.get('device')}): rebuild it where that device "
+                             "is, `port --verify-only` after removing reference.npz, or `port --force`")
         for n, case in enumerate(ref["cases"]):
             progress(f"{component}: running on {target['kind']} at {where} (case {n + 1}/{len(ref['cases'])})")
             with heartbeat(f"{component}: TVM run"):
@@ -102,7 +103,7 @@ def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: s
                              for name, runs in per_output.items()]
         if rule:
             result["rule"] = (f"max abs error <= {rule['factor']:g} x PyTorch autocast {rule['autocast']}'s "
-                              "(CPU autocast, same inputs), or within the fp32 tolerance")
+                              f"(on {rule['device']}, same inputs), or within the fp32 tolerance")
         failed = [o["name"] for o in result["outputs"] if not o["ok"]]
         if failed:
             raise AssertionError(f"outputs outside tolerance: {', '.join(failed)}")

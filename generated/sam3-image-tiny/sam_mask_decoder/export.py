@@ -20,7 +20,9 @@ INPUTS = [
 ]
 OUTPUTS = ['low_res_masks', 'iou', 'sam_tokens', 'object_score_logits']
 DIMS = {'sparse_tokens': {'min': 2, 'max': 9, 'example': 4}}
-AUTOCAST = {'metal-fp16': 'float16', 'cuda-metal-fp16': 'float16', 'cuda-fp16': 'float16'}  # reduced-precision targets: PyTorch autocast's outputs too
+AUTOCAST = {'metal-fp16': {'dtype': 'float16', 'device': 'mps'},
+ 'cuda-metal-fp16': {'dtype': 'float16', 'device': 'cuda'},
+ 'cuda-fp16': {'dtype': 'float16', 'device': 'cuda'}}  # reduced-precision targets: PyTorch autocast's outputs too
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

@@ -19,7 +19,9 @@ INPUTS = [
 ]
 OUTPUTS = ['hs', 'ref_boxes', 'presence']
 DIMS = {'prompt_len': {'min': 35, 'max': 49, 'example': 38}}
-AUTOCAST = {'metal-fp16': 'float16', 'cuda-metal-fp16': 'float16', 'cuda-fp16': 'float16'}  # reduced-precision targets: PyTorch autocast's outputs too
+AUTOCAST = {'metal-fp16': {'dtype': 'float16', 'device': 'mps'},
+ 'cuda-metal-fp16': {'dtype': 'float16', 'device': 'cuda'},
+ 'cuda-fp16': {'dtype': 'float16', 'device': 'cuda'}}  # reduced-precision targets: PyTorch autocast's outputs too
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

@@ -16,7 +16,9 @@ INPUTS = [
 ]
 OUTPUTS = ['trunk']
 DIMS = {}
-AUTOCAST = {'metal-fp16': 'float16', 'cuda-metal-fp16': 'float16', 'cuda-fp16': 'float16'}  # reduced-precision targets: PyTorch autocast's outputs too
+AUTOCAST = {'metal-fp16': {'dtype': 'float16', 'device': 'mps'},
+ 'cuda-metal-fp16': {'dtype': 'float16', 'device': 'cuda'},
+ 'cuda-fp16': {'dtype': 'float16', 'device': 'cuda'}}  # reduced-precision targets: PyTorch autocast's outputs too
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
