@@ -122,6 +122,8 @@ def test_metal_fp16_puts_matmuls_on_simdgroup_matrices():
     md = (out / "report.md").read_text()
     assert "Kernels on the matrix units (`simdgroup_multiply_accumulate`)" in md and "Metal limits" in md
     assert "| sam_mask_decoder | compiled |" in md
+    exported = json.loads((out / "sam_mask_decoder" / "export.json").read_text())
+    assert exported["autocast"] == {"dtype": "float16", "device": "mps", "skipped": "no mps device here"}
 
 
 @pytest.mark.skipif(not shutil.which("nvcc"), reason="no nvcc")

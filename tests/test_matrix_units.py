@@ -123,3 +123,30 @@ def test_small_dim_tensor_core_leaves_the_rest_to_dlight(shape, dtype):
     from sam3spec.pipelines.tensor_core import SmallDimTensorCore
 
     assert SmallDimTensorCore().apply(_batched(*shape, dtype=dtype), tvm.target.Target(CUDA), False) is None
+
+
+def test_cpu_build_hides_the_gpu_from_constructors_only():
+    from sam3spec.runtime.export import cpu_build
+
+    seen = torch.cuda.is_available
+    with cpu_build():
+        assert torch.cuda.is_available() is False
+    assert torch.cuda.is_available is seen
+
+
+def test_autocast_moves_and_restores_tensors_kept_as_plain_attributes():
+    """SAM3's decoder keeps its coordinate cache as a tuple attribute, which Module.to leaves where it is."""
+
+    class Cached(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 8)
+            self.cache = (torch.ones(8), torch.zeros(8))
+
+        def forward(self, x):
+            return self.lin(x) + self.cache[0]
+
+    module = Cached().eval()
+    cache = module.cache
+    (got,), = autocast_outputs(module, [(torch.randn(2, 8),)], "bfloat16")
+    assert got.dtype == torch.float32 and module.cache is cache

@@ -5,6 +5,7 @@ Fallback rules, lower), with each choice a named keyword that manifests declare 
 from __future__ import annotations
 
 import contextlib
+import re
 
 import tvm
 from tvm import relax, s_tir, tirx
@@ -182,24 +183,43 @@ def _symbolic_thread_memory(sch) -> list[str]:
     return found
 
 
-def _threads_per_block(sch) -> int:
-    """The product of a schedule's threadIdx extents (its threads per block / threadgroup); 0 when one of them
-    is symbolic. MSL has no trace of it (it is a launch parameter): kernels.metal_check takes it from here."""
-    extents, pending = {}, [sch.get_sblock("root")]
-    while pending:
-        block = pending.pop()
-        pending.extend(sch.get_child_blocks(block))
-        for loop in sch.get_loops(block):
-            loop = sch.get(loop)
-            tag = loop.thread_binding.thread_tag if loop.thread_binding is not None else ""
-            if tag.startswith("threadIdx"):
-                if not isinstance(loop.extent, tirx.IntImm):
-                    return 0
-                extents[tag] = max(extents.get(tag, 1), int(loop.extent))
+_THREAD = re.compile(r'T\.launch_thread\("(threadIdx\.[xyz])", (\w+)\)'
+                     r'|T\.thread_binding\((?:0, )?(\w+), thread="(threadIdx\.[xyz])"\)')
+
+
+def threads_per_block(func: tirx.PrimFunc) -> int | None:
+    """The product of a scheduled function's threadIdx extents (its threads per block / threadgroup), from its
+    TVMScript (``T.thread_binding`` loops, or TOPI's ``T.launch_thread``); 0 when one is symbolic, None when it
+    binds no thread (TIR's DefaultGPUSchedule binds it later). MSL has no trace of it (a launch parameter):
+    kernels.metal_check takes it from here."""
+    extents = {}
+    for launch_tag, launch_n, loop_n, loop_tag in _THREAD.findall(func.script()):
+        tag, value = (launch_tag, launch_n) if launch_tag else (loop_tag, loop_n)
+        if not value.isdigit():
+            return 0
+        extents[tag] = max(extents.get(tag, 1), int(value))
+    if not extents:
+        return None
     total = 1
     for extent in extents.values():
         total *= extent
     return total
+
+
+def record_threads(target: tvm.target.Target, stats: dict | None) -> tvm.transform.Pass:
+    """Each PrimFunc's threads_per_block into stats["threads"], once the rules have run; a function no rule
+    scheduled gets the target's max_num_threads, which TIR's DefaultGPUSchedule binds it with."""
+    default = int(target.attrs.get("max_num_threads", 0))
+
+    @tvm.transform.module_pass(opt_level=0, name="sam3spec.RecordThreads")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if stats is not None:
+            found = {gvar.name_hint: threads_per_block(func) for gvar, func in mod.functions_items()
+                     if isinstance(func, tirx.PrimFunc)}
+            stats["threads"] = {name: default if n is None else n for name, n in found.items()}
+        return mod
+
+    return _pass
 
 
 @contextlib.contextmanager
@@ -236,7 +256,6 @@ def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thre
     rules = first + [(name, getattr(dl.gpu, name)()) for name in RULES] + ([("SimpleLoops", SimpleLoops())] if last_resort else [])
     stats = {} if stats is None else stats
     used, passed_over = stats.setdefault("rules", {}), stats.setdefault("passed_over", [])
-    threads = stats.setdefault("threads", {})
 
     def _one(name_hint, func):
         for name, rule in rules:
@@ -255,7 +274,6 @@ def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thre
                 passed_over.append(f"{name_hint}: {name} put symbolic-size {', '.join(symbolic)} in thread memory")
                 continue
             used[name] = used.get(name, 0) + 1
-            threads[name_hint] = _threads_per_block(sch)
             return sch.mod["main"].with_attr("tirx.is_scheduled", True)
         return None
 
@@ -317,7 +335,8 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
                     last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul,
                     simdgroup_f32_accumulate=simdgroup_f32_accumulate,
                     tensor_core_min_extent=tensor_core_min_extent, stats=stats),
-           *dataflow_lower_passes(gpu_generic, target, dynamic_shapes), *gpu_generic.finalize_passes(target)]
+           *dataflow_lower_passes(gpu_generic, target, dynamic_shapes), record_threads(target, stats),
+           *gpu_generic.finalize_passes(target)]
 
     @tvm.transform.module_pass(opt_level=0, name="sam3spec.gpu_dlight")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:

@@ -76,13 +76,43 @@ def autocast_outputs(module: torch.nn.Module, runs: list, dtype: str, device: st
     """The module's outputs under PyTorch's autocast to `dtype` on `device` (on the CPU again, float32; bool and
     integer as they are): what PyTorch's own reduced precision gives on the same inputs, which a float16 target
     is held to. The module goes to `device` for these runs and comes back."""
+    kept = _move_tensor_attributes(module, device)
     try:
         module.to(device)
         with torch.no_grad(), torch.autocast(device, dtype=getattr(torch, dtype)):
             got = [_as_tuple(module(*[a.to(device) for a in args])) for args in runs]
     finally:
         module.to("cpu")
+        for owner, name, value in kept:
+            setattr(owner, name, value)
     return [tuple((t.float() if t.is_floating_point() else t).cpu() for t in case) for case in got]
+
+
+def _moved(value, device):
+    """`value` with its tensors on `device` (a tensor, or a tuple, list or dict holding them); None if it holds none."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) or _moved(v, device) is not None
+                                                           for v in value):
+        return type(value)(_moved(v, device) for v in value)
+    if isinstance(value, dict) and value and all(_moved(v, device) is not None for v in value.values()):
+        return {k: _moved(v, device) for k, v in value.items()}
+    return None
+
+
+def _move_tensor_attributes(module: torch.nn.Module, device: str) -> list:
+    """Tensors that modules keep as plain attributes, not buffers (SAM3's decoder: compilable_cord_cache,
+    coord_cache), which Module.to leaves behind, moved to `device`; returns what to put back afterwards."""
+    kept = []
+    for sub in module.modules():
+        for name, value in list(vars(sub).items()):
+            if name.startswith("_"):
+                continue
+            moved = _moved(value, device)
+            if moved is not None:
+                kept.append((sub, name, value))
+                setattr(sub, name, moved)
+    return kept
 
 
 @contextlib.contextmanager

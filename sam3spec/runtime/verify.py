@@ -77,15 +77,15 @@ def run(*, component: str, target: dict, tolerances: dict[str, dict], out_dir: s
             progress(f"{component}: compiled, not verified ({result['reason']})")
             return
         result["where"] = where
+        if rule and any(case["autocast"] is None for case in ref["cases"]):
+            raise ValueError(f"{reference.FILE} has no PyTorch autocast outputs for the {rule['autocast']} rule (their "
+                             f"device was not where it was made: {rule.get('device')}): rebuild it where that device "
+                             "is, `port --verify-only` after removing reference.npz, or `port --force`")
         compiled = Component(out, target, remote)
         if compiled.threads is not None:
             result["threads"] = compiled.threads
         per_output = {name: [] for name in ref["output_names"]}
         per_autocast = {name: [] for name in ref["output_names"]}
-        if rule and any(case["autocast"] is None for case in ref["cases"]):
-            raise ValueError(f"{reference.FILE} has no PyTorch autocast outputs for the {rule['autocast']} rule (their "
-                             f"device was not where it was made: {rule.get('device')}): rebuild it where that device "
-                             "is, `port --verify-only` after removing reference.npz, or `port --force`")
         for n, case in enumerate(ref["cases"]):
             progress(f"{component}: running on {target['kind']} at {where} (case {n + 1}/{len(ref['cases'])})")
             with heartbeat(f"{component}: TVM run"):
