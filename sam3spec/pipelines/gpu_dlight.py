@@ -13,7 +13,7 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
-from sam3spec.pipelines import dataflow_lower_passes, prepack, simdgroup, tensor_core
+from sam3spec.pipelines import dataflow_lower_passes, prepack, tensor_core
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
 RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
@@ -249,8 +249,11 @@ def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thre
     static_thread_memory: a schedule putting a symbolic-size buffer in thread/threadgroup memory is passed
     over likewise. last_resort: SimpleLoops for functions that no rule schedules. simdgroup_f32_accumulate
     ("metal" or "proxy"): simdgroup.SimdgroupMatmul first, for Metal or as its CUDA proxy."""
-    first = [("SimdgroupMatmul", simdgroup.SimdgroupMatmul(proxy=simdgroup_f32_accumulate == "proxy"))] \
-        if simdgroup_f32_accumulate else []
+    first = []
+    if simdgroup_f32_accumulate:  # imported here: its TVMScript intrinsics take seconds to parse
+        from sam3spec.pipelines import simdgroup
+
+        first.append(("SimdgroupMatmul", simdgroup.SimdgroupMatmul(proxy=simdgroup_f32_accumulate == "proxy")))
     if tensor_core_min_extent:
         first.append(("SmallDimTensorCore", tensor_core.SmallDimTensorCore(tensor_core_min_extent)))
     rules = first + [(name, getattr(dl.gpu, name)()) for name in RULES] + ([("SimpleLoops", SimpleLoops())] if last_resort else [])

@@ -18,10 +18,15 @@ from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_producers, get_in_out_dtypes,
                                          get_index_map, get_reduction_blocks)
-from tvm.s_tir.tensor_intrin.metal import get_simdgroup_index
 from tvm.script import tirx as T
 
 _REGISTERED: set[bool] = set()
+
+
+def get_simdgroup_index(buffer, stride, col: int, row: int):
+    """Which 8x8 fragment of a simdgroup array a buffer view starts at (as tvm.s_tir.tensor_intrin.metal's, whose
+    package import parses every target's intrinsics: minutes)."""
+    return (buffer.elem_offset // stride // col) * (stride // row) + buffer.elem_offset % stride // row
 FRAGMENT = {False: "metal.simdgroup", True: "local"}  # where a fragment lives: on Metal, or in the CUDA proxy
 
 

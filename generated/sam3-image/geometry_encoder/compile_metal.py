@@ -9,7 +9,8 @@ from sam3spec.runtime import compile as compile_step
 ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'metal', 'host': {'kind': 'llvm', 'mtriple': 'arm64-apple-macos'}}
-PIPELINE_OPTIONS = {'static_thread_memory': True,
+PIPELINE_OPTIONS = {'metal_simdgroup_matmul': False,
+                    'static_thread_memory': True,
                     'float64': False,
                     'skip_failing_rules': True,
                     'last_resort': True}

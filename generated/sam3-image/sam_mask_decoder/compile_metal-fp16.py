@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[3]
 TARGET = {'kind': 'metal', 'host': {'kind': 'llvm', 'mtriple': 'arm64-apple-macos'}}
 PIPELINE_OPTIONS = {'mixed_precision': 'float16',
                     'simdgroup_f32_accumulate': 'metal',
+                    'metal_simdgroup_matmul': False,
                     'static_thread_memory': True,
                     'skip_failing_rules': True,
                     'last_resort': True}
