@@ -5,6 +5,7 @@ Fallback rules, lower), with each choice a named keyword that manifests declare 
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 
 import tvm
@@ -198,12 +199,7 @@ def threads_per_block(func: tirx.PrimFunc) -> int | None:
         if not value.isdigit():
             return 0
         extents[tag] = max(extents.get(tag, 1), int(value))
-    if not extents:
-        return None
-    total = 1
-    for extent in extents.values():
-        total *= extent
-    return total
+    return math.prod(extents.values()) if extents else None
 
 
 def record_threads(target: tvm.target.Target, stats: dict | None) -> tvm.transform.Pass:

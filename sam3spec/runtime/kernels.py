@@ -43,17 +43,18 @@ def metal_check(source: str, threads: dict[str, int]) -> dict:
     if re.search(r"\bdouble\b", source):
         problems.append("the source uses double, which Metal does not have")
     kernels = split("metal", source)
+    launch = {name: threads.get(name, threads.get(re.sub(r"_kernel(_\d+)?$", "", name), 0)) for name in kernels}
     for name, text in kernels.items():
         header = text[:text.index(") {")] if ") {" in text else text
         used = {"buffers": len(re.findall(r"\[\[ ?buffer\(\d+\) ?\]\]", header)),
                 "threadgroup_bytes": sum(_BYTES.get(t, 4) * int(lanes or 1) * int(n)
                                          for t, lanes, _, n in _THREADGROUP_ARRAY.findall(text)),
-                "threads": threads.get(name, threads.get(re.sub(r"_kernel(_\d+)?$", "", name), 0))}
+                "threads": launch[name]}
         for what, value in used.items():
             largest[what] = max(largest[what], value)
             if value > METAL_LIMITS[what]:
                 problems.append(f"{name}: {what} {value} > {METAL_LIMITS[what]}")
-    unknown = [n for n in kernels if not threads.get(n, threads.get(re.sub(r"_kernel(_\d+)?$", "", n)))]
+    unknown = [n for n in kernels if not launch[n]]
     if unknown:
         problems.append(f"threads per threadgroup unknown for {len(unknown)} kernel(s): {', '.join(unknown[:5])}")
     return {"ok": not problems, "kernels": len(kernels), "limits": METAL_LIMITS, "largest": largest,
