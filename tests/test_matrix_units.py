@@ -2,11 +2,13 @@
 the kernel counts and the static Metal limits check that compile.json records, and the autocast rule a float16
 target is verified under."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
 import tvm
-from tvm import te
+from tvm import te, tirx
 
 from sam3spec.pipelines.simdgroup import SimdgroupMatmul
 from sam3spec.runtime import kernels
@@ -96,33 +98,54 @@ def test_autocast_outputs_are_pytorchs_float16_numbers_in_float32():
     assert 1e-5 < err < 1e-1   # float16 operands: not exact, not wrong
 
 
-def _batched(b, m, n, k, dtype="float16"):
+def _batched(b, m, n, k, dtype="float16", w_layout="nk"):
     a = te.placeholder((b, m, k), dtype, name="a")
-    w = te.placeholder((b, n, k), dtype, name="w")
+    w = te.placeholder((b, n, k) if w_layout == "nk" else (b, k, n), dtype, name="w")
     r = te.reduce_axis((0, k), name="r")
-    c = te.compute((b, m, n), lambda s, i, j: te.sum(a[s, i, r].astype("float32") * w[s, j, r].astype("float32"),
+    at = (lambda s, j, r: w[s, j, r]) if w_layout == "nk" else (lambda s, j, r: w[s, r, j])
+    c = te.compute((b, m, n), lambda s, i, j: te.sum(a[s, i, r].astype("float32") * at(s, j, r).astype("float32"),
                                                      axis=r))
     return te.create_prim_func([a, w, c])
 
 
-@pytest.mark.parametrize("shape", [(16, 576, 576, 64), (16, 576, 64, 576), (8, 200, 5184, 32)],
-                         ids=["scores", "p_v", "fusion_k32"])
-def test_attention_matmuls_get_tensor_cores(shape):
-    from sam3spec.pipelines.tensor_core import SmallDimTensorCore
+@pytest.mark.parametrize("shape,w_layout,b_major", [
+    ((16, 576, 576, 64), "nk", "col_major"), ((16, 576, 64, 576), "kn", "row_major"),
+    ((8, 200, 5184, 32), "nk", "col_major"), ((1, 256, 512, 256), "kn", "row_major")],
+    ids=["scores", "p_v", "fusion_k32", "lifted_linear"])
+def test_matmuls_get_tensor_cores_and_coalesced_loads(shape, w_layout, b_major):
+    """Every float16 matmul gets wmma, attention's small dims included. A right operand laid out K x N (a
+    lifted linear weight, attention's V) is read along N, whole float16x4 vectors, and kept K x N in shared
+    memory (wmma row_major), not gathered one element per row of K (dlight's MatmulTensorization)."""
+    from sam3spec.pipelines.tensor_core import TensorCoreMatmul
 
     cuda = tvm.target.Target(CUDA)
-    sch = SmallDimTensorCore().apply(_batched(*shape), cuda, False)
+    sch = TensorCoreMatmul().apply(_batched(*shape, w_layout=w_layout), cuda, False)
     assert sch is not None
     lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("tirx.is_scheduled", True)}), target=cuda)
-    assert kernels.count("cuda", lib.mod.imports[0].inspect_source())["matrix_unit"] == 1
+    source = lib.mod.imports[0].inspect_source()
+    assert kernels.count("cuda", source)["matrix_unit"] == 1
+    assert f"matrix_b, 16, 16, 16, half, nvcuda::wmma::{b_major}" in source
+    assert re.search(r"= \*\(half4\*\)\(w_ptr \+", source), "w is not read as float16x4 vectors"
+    assert "w_ptr[v_" not in source   # no element-wise gather of w
 
 
-@pytest.mark.parametrize("shape,dtype", [((1, 1024, 1024, 1024), "float16"), ((1, 576, 576, 16), "float16"),
-                                         ((16, 576, 576, 64), "float32")], ids=["dlight_does_it", "too_small", "fp32"])
-def test_small_dim_tensor_core_leaves_the_rest_to_dlight(shape, dtype):
-    from sam3spec.pipelines.tensor_core import SmallDimTensorCore
+@pytest.mark.parametrize("shape,dtype", [((1, 576, 576, 16), "float16"), ((16, 576, 576, 64), "float32")],
+                         ids=["too_small", "fp32"])
+def test_tensor_core_matmul_leaves_the_rest_to_dlight(shape, dtype):
+    from sam3spec.pipelines.tensor_core import TensorCoreMatmul
 
-    assert SmallDimTensorCore().apply(_batched(*shape, dtype=dtype), tvm.target.Target(CUDA), False) is None
+    assert TensorCoreMatmul().apply(_batched(*shape, dtype=dtype), tvm.target.Target(CUDA), False) is None
+
+
+def test_tensor_core_tile_is_checked_and_chosen_by_shape():
+    from sam3spec.pipelines.tensor_core import NARROW, WIDE, Tile, choose_tile
+
+    with pytest.raises(ValueError, match="multiples of 16"):
+        Tile((24, 32), (2, 2), 32)
+    assert Tile((32, 32), (4, 4), 64).block == (128, 128)
+    assert choose_tile([tirx.IntImm("int32", 5184), tirx.IntImm("int32", 3072), tirx.IntImm("int32", 1024)]) == WIDE
+    assert choose_tile([tirx.IntImm("int32", 576), tirx.IntImm("int32", 64), tirx.IntImm("int32", 576)]) == NARROW
+    assert choose_tile([tirx.Var("n", "int64"), tirx.IntImm("int32", 256), tirx.IntImm("int32", 32)]) == NARROW
 
 
 def test_cpu_build_hides_the_gpu_from_constructors_only():
@@ -150,3 +173,32 @@ def test_autocast_moves_and_restores_tensors_kept_as_plain_attributes():
     cache = module.cache
     (got,), = autocast_outputs(module, [(torch.randn(2, 8),)], "bfloat16")
     assert got.dtype == torch.float32 and module.cache is cache
+
+
+def test_fuse_transpose_matmul_reads_linear_weights_as_they_are():
+    """float32 linear on CUDA: with fuse_transpose_matmul the matmul reads w (N x K) as float2 vectors along K;
+    without it, lifting the transpose leaves a K x N weight that dlight's Matmul gathers one element per row."""
+    from tvm.script import relax as R
+
+    from sam3spec.pipelines import gpu_dlight
+    from sam3spec.runtime.compile import device_sources
+
+    @tvm.script.ir_module
+    class Linear:
+        @R.function
+        def main(x: R.Tensor((256, 512), "float32"), w: R.Tensor((384, 512), "float32"),
+                 b: R.Tensor((384,), "float32")):
+            R.func_attr({"num_input": 1})
+            with R.dataflow():
+                y = R.add(R.matmul(x, R.permute_dims(w, axes=None)), b)
+                R.output(y)
+            return y
+
+    cuda = tvm.target.Target(CUDA)
+    sources = {fuse: device_sources(tvm.compile(Linear, target=cuda, relax_pipeline=gpu_dlight.pipeline(
+        cuda, static_thread_memory=True, fuse_transpose_matmul=fuse)))["cuda"] for fuse in (False, True)}
+    gather = re.compile(r"make_float2\((?!\w*_(shared|local)\w*_ptr)\w+_ptr\[")  # from global memory
+    assert gather.search(sources[False]) and "NT_matmul" not in sources[False]
+    assert "fused_NT_matmul_add_kernel" in sources[True] and not gather.search(sources[True])
+    assert re.search(r"= \*\(float2\*\)\(w_ptr \+", sources[True])
+    assert "transpose" not in sources[True]   # no transpose kernel at all, lifted or not

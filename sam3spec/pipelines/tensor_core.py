@@ -1,23 +1,65 @@
-"""Tensor cores for float16 matmuls with a dimension of 64 or less: attention's.
+"""Tensor cores (wmma) for every float16 matmul on CUDA, with coalesced loads and a tile the target chooses.
 
-dl.gpu.Matmul gives a matmul dlight's MatmulTensorization (wmma) only when every static extent of I, J and K is
-above 64, so the products with a head dimension of 64 or 32 (QK^T's K, P.V's J: SAM3's ViT attention, the
-fusion encoder's and decoder's) run on its generic SIMT schedule. ``SmallDimTensorCore`` hands those to
-MatmulTensorization too, when each extent is at least ``min_extent`` (padding a dimension to the rule's 128 x 128
-x 64 tile then costs at most 128 / min_extent in wasted work on the tensor cores)."""
+dlight's MatmulTensorization (what dl.gpu.Matmul picks) has two costs that the profile of SAM3's trunk shows:
+its tiles are fetched to shared memory along K, so a right operand laid out K x N (a lifted ``linear``
+weight, attention's V) is read with a stride of N per element, uncoalesced; and each of its 16 warps owns a
+32 x 32 tile, two fragment loads per mma. ``TensorCoreMatmul`` schedules as that rule does (same normal form
+C[S, I, J] += A[S, I, K] * B[S, J, K], same intrinsics, same software pipeline) but fetches each operand
+along the axis contiguous in its global buffer, and takes the warp tile, warps per block and K chunk as
+parameters. dl.gpu.Matmul also keeps matmuls with an extent <= 64 (attention's head dimension) off the tensor
+cores; this rule takes them when every static extent is at least ``min_extent`` (padding a dimension to the
+block tile then costs at most tile / min_extent in wasted work)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+from tvm.tirx.analysis import undefined_vars
 from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
-from tvm.s_tir.dlight.gpu.matmul import (MatmulTensorization, check_sm_version, get_in_out_dtypes,
-                                         get_index_map, get_reduction_blocks)
+from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_producers, check_sm_version,
+                                         get_in_out_dtypes, get_index_map, get_reduction_blocks)
 
-DLIGHT_THRESHOLD = 64  # dl.gpu.Matmul's minimal_tensorize_threshold: an extent <= this declines tensor cores
+FRAGMENT = 16  # the wmma intrinsics' M, N and K
+WARP = 32
+VECTOR = 4     # float16 elements per thread per load
 
 
-def extents(func: tirx.PrimFunc) -> tuple[list, tuple[str, str]] | None:
+@dataclass(frozen=True)
+class Tile:
+    """A block of ``warps`` = (rows, cols) warps, each owning ``warp`` = (rows, cols) output elements, walking K
+    in chunks of ``k``. dlight's MatmulTensorization is Tile((32, 32), (4, 4), 64)."""
+    warp: tuple[int, int]
+    warps: tuple[int, int]
+    k: int
+
+    def __post_init__(self):
+        if any(v % FRAGMENT or v <= 0 for v in (*self.warp, self.k)) or any(v <= 0 for v in self.warps):
+            raise ValueError(f"tensor core tile {self}: warp sizes and k must be positive multiples of {FRAGMENT}")
+
+    @property
+    def block(self) -> tuple[int, int]:
+        return self.warp[0] * self.warps[0], self.warp[1] * self.warps[1]
+
+
+# Measured on an H200 (float16 x float16 -> float32 + bias, SAM3's trunk shapes, 2026-12-01): dlight's tile with
+# coalesced loads ran the 5184 x 1024 x {3072, 1024, 4736} and 5184 x 4736 x 1024 linears at 180-210 TFLOP/s
+# (dlight's rule: 65-75 on the lifted K x N weights), best or within 8% of the best of 16 tiles; a 128 x 64 block
+# of four 32 x 64 warps ran attention's P.V (N = 64) at 100 TFLOP/s (dlight's tile: 75) and Q.K^T (K = 64) at 68 (47).
+WIDE = Tile((32, 32), (4, 4), 64)
+NARROW = Tile((32, 64), (4, 1), 32)
+
+
+def choose_tile(sizes: list) -> Tile:
+    """The tile for extents I, J, K (an IntImm each, or symbolic): NARROW when J or K is at most 64, else WIDE."""
+    static = [int(e) if isinstance(e, tirx.IntImm) else None for e in sizes]
+    return NARROW if any(e is not None and e <= 64 for e in static[1:]) else WIDE
+
+
+def matmul_form(func: tirx.PrimFunc) -> tuple[list, tuple[str, str]] | None:
     """The I, J, K extents of a matmul in dlight's normal form C[S, I, J] += A[S, I, K] * B[S, J, K], and its
     (input, output) dtypes; None if it is not one."""
     sch = s_tir.Schedule(func)
@@ -33,24 +75,163 @@ def extents(func: tirx.PrimFunc) -> tuple[list, tuple[str, str]] | None:
     return [iv.dom.extent for iv in sch.get(main).iter_vars[1:]], dtypes
 
 
-class SmallDimTensorCore(GPUScheduleRule):
-    """MatmulTensorization for the float16 matmuls that dl.gpu.Matmul keeps off the tensor cores (an extent
-    <= 64) and whose static extents are all >= min_extent; declines (None) everything else."""
+def _load_vars(block: tirx.SBlock) -> list:
+    """The variables in the last index of the global buffer a (producer-inlined) copy block reads."""
+    regions = [r for r in block.reads if r.source.scope() == "global"]
+    return undefined_vars(regions[0].region[-1].min) if regions else []
 
-    def __init__(self, min_extent: int = 32):
-        self.min_extent = min_extent
+
+LOAD_B_KJ = "sam3spec_wmma_load_16x16x16_f16_b_kj_shared_dyn"
+
+
+def _register_load_b_kj() -> str:
+    """TVM's row-major wmma load of B, for a fragment block whose iterations run (J, K) while its buffers are
+    [K, J] (a layout transform turns the buffers, not the block): the same implementation, the description's
+    loops in that order."""
+    from tvm.s_tir.tensor_intrin.cuda import get_wmma_load_intrin  # pylint: disable=import-outside-toplevel
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (16, 16), "float16", align=64, offset_factor=16, scope="shared.dyn")
+        C = T.match_buffer(c, (16, 16), "float16", align=64, offset_factor=16, scope="wmma.matrix_b")
+        with T.sblock("root"):
+            T.reads(A[0:16, 0:16])
+            T.writes(C[0:16, 0:16])
+            for j, k in T.grid(16, 16):
+                with T.sblock("load"):
+                    vj, vk = T.axis.remap("SS", [j, k])
+                    C[vk, vj] = A[vk, vj]
+
+    TensorIntrin.register(LOAD_B_KJ, desc, get_wmma_load_intrin(16, 16, 16, "float16", "shared.dyn", True, False)[1],
+                          override=True)
+    return LOAD_B_KJ
+
+
+def _swap_last(s, j, k):  # [S, J, K] -> [S, K, J]: dlight's normal form keeps a batch axis S
+    return s, k, j
+
+
+class TensorCoreMatmul(GPUScheduleRule):
+    """The tensor-core schedule for float16 x float16 -> float16 | float32 matmuls on CUDA (sm_70 and up) whose
+    static extents are all >= ``min_extent``; declines (None) everything else, and any matmul it cannot
+    tensorize, for the next rule."""
+
+    def __init__(self, min_extent: int = 32, tile: Tile | None = None):
+        self.min_extent, self.tile = min_extent, tile  # tile None: choose_tile per matmul
 
     def apply(self, func, target, tunable):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "cuda" \
-                or check_sm_version(str(target.attrs.get("arch", ""))) < 70:
+                or check_sm_version(str(target.attrs.get("arch", ""))) < 70 \
+                or "dlight.do_not_tensorize" in func.attrs.keys():
             return None
-        found = extents(func)
+        found = matmul_form(func)
         if found is None:
             return None
         sizes, (in_dtype, out_dtype) = found
         if in_dtype != "float16" or out_dtype not in ("float16", "float32"):
             return None
-        static = [int(e) for e in sizes if isinstance(e, tirx.IntImm)]
-        if not any(e <= DLIGHT_THRESHOLD for e in static) or any(e < self.min_extent for e in static):
-            return None  # dl.gpu.Matmul tensorizes it already, or it is too small to pay for the padding
-        return MatmulTensorization().apply(func, target, tunable)
+        if any(int(e) < self.min_extent for e in sizes if isinstance(e, tirx.IntImm)):
+            return None
+        for accumulate in ("float32", "float16"):
+            try:
+                return self._schedule(func, accumulate, self.tile or choose_tile(sizes))
+            except Exception:  # pylint: disable=broad-except
+                continue  # tensorize refused this accumulator: dlight's rule tries f32 then f16 likewise
+        return None
+
+    @staticmethod
+    def _schedule(func, accumulate: str, tile: Tile) -> s_tir.Schedule:  # pylint: disable=too-many-locals
+        from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group  # registers TVM's wmma intrinsics
+
+        sch = s_tir.Schedule(func)
+        main = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))[0]
+        reindex = [sch.reindex(main, ("read", 0)), sch.reindex(main, ("read", 1)), sch.reindex(main, ("write", 0))]
+        matmul_map, a_map, b_map, c_map = get_index_map(sch.get(main))
+        sch.transform_layout(reindex[0], ("write", 0), a_map)
+        sch.transform_layout(reindex[1], ("write", 0), b_map)
+        sch.transform_layout(reindex[2], ("read", 0), c_map)
+        sch.transform_block_layout(main, matmul_map)
+        (block_m, block_n), warps = tile.block, tile.warps[0] * tile.warps[1]
+        sch.pad_einsum(main, [1, block_m, block_n, tile.k])
+
+        batch, i, j, k = sch.get_loops(main)
+        i, i_inner = sch.split(i, [None, FRAGMENT])
+        j, j_inner = sch.split(j, [None, FRAGMENT])
+        k, k_inner = sch.split(k, [None, FRAGMENT])
+        sch.reorder(i, j, k, i_inner, j_inner, k_inner)
+        inner = main
+        outer = sch.blockize(i_inner)
+        i0, i1, i2, i3 = sch.split(i, [None, 1, tile.warps[0], tile.warp[0] // FRAGMENT])
+        j0, j1, j2, j3 = sch.split(j, [1, None, tile.warps[1], tile.warp[1] // FRAGMENT])
+        k0, k1 = sch.split(k, [None, tile.k // FRAGMENT])
+        sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 5, 2, 6])
+        sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, 0, 0, 1, 1])
+        sch.annotate(k1, "software_pipeline_order", [0, 1, 2])
+        sch.annotate(k1, "software_pipeline_stage", [0, 0, 1])
+        sch.reorder(i0, j0, i1, j1, j2, i2, k0, k1, i3, j3)
+        sch.bind(batch, "blockIdx.z")
+        sch.bind(sch.fuse(i0, j0), "blockIdx.x")
+        sch.bind(sch.fuse(i1, j1), "blockIdx.y")
+        warp_loop = sch.fuse(j2, i2)
+        sch.bind(warp_loop, "threadIdx.y")
+
+        copies = []
+        for operand in (0, 1):
+            copies.append(sch.cache_read(outer, operand, "shared.dyn"))
+            sch.compute_at(copies[-1], k0)
+            auto_inline_producers(sch, copies[-1])
+        fragments = [sch.cache_read(outer, 0, "wmma.matrix_a"), sch.cache_read(outer, 1, "wmma.matrix_b")]
+        b_col_major = True  # B's tile is [J, K] in shared memory (wmma col_major), unless B is J-contiguous
+        for operand, copy in enumerate(copies):
+            rows, cols = sch.get_loops(copy)[-2:]
+            block_vars = [iv.var for iv in sch.get(copy).iter_vars]
+            if any(v.same_as(block_vars[-2]) for v in _load_vars(sch.get(copy))):
+                # the global buffer is contiguous along the tile's rows (I for A, J for B): walk them inner
+                if operand == 1:  # and keep B's tile [K, J] in shared memory and fragments (wmma row_major)
+                    b_col_major = False
+                    names = [sch.get(b).name_hint for b in (copy, fragments[1])]
+                    sch.transform_layout(sch.get_sblock(names[1]), ("write", 0), _swap_last)
+                    sch.transform_layout(sch.get_sblock(names[0]), ("write", 0), _swap_last)
+                    copy, fragments[1] = (sch.get_sblock(n) for n in names)
+                    rows, cols = sch.get_loops(copy)[-2:]
+                sch.reorder(cols, rows)
+                rows, cols = cols, rows
+            fused = sch.fuse(rows, cols)
+            _, ty, tx, vec = sch.split(fused, [None, warps, WARP, VECTOR])
+            sch.bind(tx, "threadIdx.x")
+            sch.bind(ty, "threadIdx.y")
+            sch.vectorize(vec)
+            sch.storage_align(copy, 0, axis=-2, factor=16, offset=8)
+            sch.annotate(copy, "tirx.manifest_shared_memory_local_stage", 1)
+            sch.annotate(copy, "double_buffer_scope", 0)
+        for fragment in fragments:
+            sch.compute_at(fragment, k1)
+        staged = sch.cache_write(outer, 0, "shared.dyn")
+        sch.storage_align(staged, 0, -2, 16, 4)
+        store = sch.cache_write(outer, 0, "wmma.accumulator")
+        sch.reverse_compute_at(store, warp_loop)
+        sch.reverse_compute_at(staged, warp_loop)
+        si, sj = sch.get_loops(store)[-2:]
+        si0, si1 = sch.split(si, [None, FRAGMENT])
+        sj0, sj1 = sch.split(sj, [None, FRAGMENT])
+        sch.reorder(si0, sj0, si1, sj1)
+        init = sch.get_child_blocks(sch.decompose_reduction(outer, k0))[0]
+
+        intrin = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared.dyn", in_dtype="float16",
+                                       out_dtype=accumulate, trans_b=b_col_major)
+        for fragment, name in zip(fragments, ("load_a", "load_b")):
+            fi, fj = sch.get_loops(fragment)[-2:]
+            fi0, fi1 = sch.split(fi, [None, FRAGMENT])
+            fj0, fj1 = sch.split(fj, [None, FRAGMENT])
+            sch.reorder(fi0, fj0, fi1, fj1)
+            sch.unroll(fi0)
+            sch.unroll(fj0)
+            sch.tensorize(fi1, intrin[name] if b_col_major or name == "load_a" else _register_load_b_kj())
+        sch.tensorize(sch.get_loops(init)[-2], intrin["init"])
+        sch.tensorize(sch.get_loops(store)[-2], intrin["store"])
+        sch.tensorize(sch.get_loops(inner)[-3], intrin["compute"])
+        auto_inline_consumer_chain(sch, staged)
+        _, tx, vec = sch.split(sch.fuse(*sch.get_loops(staged)[-2:]), [None, WARP, VECTOR])
+        sch.bind(tx, "threadIdx.x")
+        sch.vectorize(vec)
+        return sch
