@@ -174,31 +174,3 @@ def test_autocast_moves_and_restores_tensors_kept_as_plain_attributes():
     (got,), = autocast_outputs(module, [(torch.randn(2, 8),)], "bfloat16")
     assert got.dtype == torch.float32 and module.cache is cache
 
-
-def test_fuse_transpose_matmul_reads_linear_weights_as_they_are():
-    """float32 linear on CUDA: with fuse_transpose_matmul the matmul reads w (N x K) as float2 vectors along K;
-    without it, lifting the transpose leaves a K x N weight that dlight's Matmul gathers one element per row."""
-    from tvm.script import relax as R
-
-    from sam3spec.pipelines import gpu_dlight
-    from sam3spec.runtime.compile import device_sources
-
-    @tvm.script.ir_module
-    class Linear:
-        @R.function
-        def main(x: R.Tensor((256, 512), "float32"), w: R.Tensor((384, 512), "float32"),
-                 b: R.Tensor((384,), "float32")):
-            R.func_attr({"num_input": 1})
-            with R.dataflow():
-                y = R.add(R.matmul(x, R.permute_dims(w, axes=None)), b)
-                R.output(y)
-            return y
-
-    cuda = tvm.target.Target(CUDA)
-    sources = {fuse: device_sources(tvm.compile(Linear, target=cuda, relax_pipeline=gpu_dlight.pipeline(
-        cuda, static_thread_memory=True, fuse_transpose_matmul=fuse)))["cuda"] for fuse in (False, True)}
-    gather = re.compile(r"make_float2\((?!\w*_(shared|local)\w*_ptr)\w+_ptr\[")  # from global memory
-    assert gather.search(sources[False]) and "NT_matmul" not in sources[False]
-    assert "fused_NT_matmul_add_kernel" in sources[True] and not gather.search(sources[True])
-    assert re.search(r"= \*\(float2\*\)\(w_ptr \+", sources[True])
-    assert "transpose" not in sources[True]   # no transpose kernel at all, lifted or not

@@ -297,8 +297,7 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
              skip_failing_rules: bool = True,
              static_thread_memory: bool = False, last_resort: bool = True, metal_simdgroup_matmul: bool = True,
              simdgroup_f32_accumulate: str | None = None, tensor_core_min_extent: int | None = 32,
-             schedule_as: dict | None = None, mixed_precision: str | None = None,
-             fuse_transpose_matmul: bool = False) -> tvm.transform.Pass:
+             schedule_as: dict | None = None, mixed_precision: str | None = None) -> tvm.transform.Pass:
     """The GPU pipeline. Keywords (a target's ``pipeline_options``):
     lift_weight_transforms: weight-only work (the transposes ``linear`` makes) runs once, in
         ``main_transform_params``, not on every call (relax LiftTransformParams).
@@ -317,10 +316,6 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
     mixed_precision: "float16" runs matmuls and convolutions on float16 operands with float32 accumulation
         (relax ToMixedPrecision, before the weight casts are lifted), as PyTorch's autocast does; implies
         float64: False and :func:`clip_as_min_max` (ToMixedPrecision rejects float64 and clip's scalars).
-    fuse_transpose_matmul: ``matmul(x, permute_dims(w))`` (``linear``, attention's ``q @ k^T``) becomes one
-        PrimFunc reading ``w`` as it is, N x K (relax FuseTransposeMatmul): dlight's matmul rules fetch B along K,
-        so a K x N weight (what lifting the transpose makes) is read one element per row. float32 only: after
-        mixed_precision a cast stands between the two (the tensor-core rule reads either layout).
     schedule_as: the target the rules schedule for, when not the one compiled for (``{kind: metal}`` on CUDA
         gives Metal's schedules, to check them numerically on an NVIDIA GPU)."""
     if simdgroup_f32_accumulate not in (None, "metal", "proxy"):
@@ -332,7 +327,6 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
     passes = ([drop_empty_concat_operands()] if drop_empty_concat else []) \
         + ([] if float64 and not mixed_precision else [float64_as_float32()]) \
         + ([clip_as_min_max(), relax.transform.ToMixedPrecision(out_dtype="float32")] if mixed_precision else []) \
-        + ([relax.transform.FuseTransposeMatmul()] if fuse_transpose_matmul else []) \
         + (prepack.lift() if lift_weight_transforms else []) \
         + [*gpu_generic.library_dispatch_passes(target), *legalize,
            schedule(rules_target, skip_failing_rules=skip_failing_rules, static_thread_memory=static_thread_memory,

@@ -9,10 +9,7 @@ from sam3spec.runtime import compile as compile_step
 ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'cuda', 'arch': 'sm_90'}
-PIPELINE_OPTIONS = {'static_thread_memory': True,
-                    'skip_failing_rules': True,
-                    'last_resort': True,
-                    'fuse_transpose_matmul': True}
+PIPELINE_OPTIONS = {'static_thread_memory': True, 'skip_failing_rules': True, 'last_resort': True}
 CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'cat.default': 'sam3spec.converters.cat_promote:cat_promote',
               'ne.Scalar': 'sam3spec.converters.bool_compare:ne_scalar',
