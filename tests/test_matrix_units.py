@@ -174,3 +174,19 @@ def test_autocast_moves_and_restores_tensors_kept_as_plain_attributes():
     (got,), = autocast_outputs(module, [(torch.randn(2, 8),)], "bfloat16")
     assert got.dtype == torch.float32 and module.cache is cache
 
+
+
+@pytest.mark.parametrize("shape,dtype,vthreads", [((1, 512, 256, 256), "float32", True),
+                                                  ((16, 576, 64, 576), "float32", False),
+                                                  ((1, 512, 256, 48), "float16", False)],
+                         ids=["fp32_linear", "fp32_p_v", "fp16"])
+def test_simt_matmul_takes_virtual_threads_for_float32_only(shape, dtype, vthreads):
+    """float32 matmuls with N > 64 on CUDA get two virtual threads per axis (8 x 8 per thread); attention's P.V
+    (N = 64) and other dtypes keep dlight's config."""
+    from sam3spec.pipelines.simt_matmul import SimtMatmul
+
+    cuda = tvm.target.Target(CUDA)
+    with cuda:
+        sch = SimtMatmul().apply(_batched(*shape, dtype=dtype), cuda, False)
+    assert sch is not None
+    assert ('T.thread_binding(2, thread="vthread.x")' in sch.mod.script()) == vthreads

@@ -14,7 +14,7 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
-from sam3spec.pipelines import dataflow_lower_passes, prepack, tensor_core
+from sam3spec.pipelines import dataflow_lower_passes, prepack, simt_matmul, tensor_core
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
 RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
@@ -252,7 +252,8 @@ def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thre
         first.append(("SimdgroupMatmul", simdgroup.SimdgroupMatmul(proxy=simdgroup_f32_accumulate == "proxy")))
     if tensor_core_min_extent:
         first.append(("TensorCoreMatmul", tensor_core.TensorCoreMatmul(tensor_core_min_extent)))
-    rules = first + [(name, getattr(dl.gpu, name)()) for name in RULES] + ([("SimpleLoops", SimpleLoops())] if last_resort else [])
+    rules = first + [(name, simt_matmul.SimtMatmul() if name == "Matmul" else getattr(dl.gpu, name)())
+                     for name in RULES] + ([("SimpleLoops", SimpleLoops())] if last_resort else [])
     stats = {} if stats is None else stats
     used, passed_over = stats.setdefault("rules", {}), stats.setdefault("passed_over", [])
 
