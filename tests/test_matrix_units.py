@@ -176,13 +176,16 @@ def test_autocast_moves_and_restores_tensors_kept_as_plain_attributes():
 
 
 
-@pytest.mark.parametrize("shape,dtype,vthreads", [((1, 512, 256, 256), "float32", True),
-                                                  ((16, 576, 64, 576), "float32", False),
-                                                  ((1, 512, 256, 48), "float16", False)],
-                         ids=["fp32_linear", "fp32_p_v", "fp16"])
-def test_simt_matmul_takes_virtual_threads_for_float32_only(shape, dtype, vthreads):
-    """float32 matmuls with N > 64 on CUDA get two virtual threads per axis (8 x 8 per thread); attention's P.V
-    (N = 64) and other dtypes keep dlight's config."""
+@pytest.mark.parametrize("shape,dtype,vthreads", [((1, 1024, 256, 256), "float32", True),
+                                                  ((16, 1024, 64, 576), "float32", False),
+                                                  ((1, 32, 256, 256), "float32", False),
+                                                  ((144, 576, 576, 64), "float32", True),
+                                                  ((1, 1024, 256, 48), "float16", False)],
+                         ids=["fp32_linear", "fp32_p_v", "fp32_short", "fp32_windowed_scores", "fp16"])
+def test_simt_matmul_takes_virtual_threads_for_long_float32_only(shape, dtype, vthreads):
+    """float32 matmuls with batch x M >= 1024 and N > 64 on CUDA get two virtual threads per axis (8 x 8 per
+    thread; windowed attention's scores too); attention's P.V (N = 64), a short sequence (M = 32) and other dtypes
+    keep dlight's config."""
     from sam3spec.pipelines.simt_matmul import SimtMatmul
 
     cuda = tvm.target.Target(CUDA)

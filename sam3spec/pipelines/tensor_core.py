@@ -59,9 +59,9 @@ def choose_tile(sizes: list) -> Tile:
     return NARROW if any(e is not None and e <= 64 for e in static[1:]) else WIDE
 
 
-def matmul_form(func: tirx.PrimFunc) -> tuple[list, tuple[str, str]] | None:
-    """The I, J, K extents of a matmul in dlight's normal form C[S, I, J] += A[S, I, K] * B[S, J, K], and its
-    (input, output) dtypes; None if it is not one."""
+def matmul_form(func: tirx.PrimFunc, batch: bool = False) -> tuple[list, tuple[str, str]] | None:
+    """The I, J, K extents (S, I, J, K with ``batch``) of a matmul in dlight's normal form
+    C[S, I, J] += A[S, I, K] * B[S, J, K], and its (input, output) dtypes; None if it is not one."""
     sch = s_tir.Schedule(func)
     blocks = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
     if blocks is None or len(blocks) != 1:
@@ -72,7 +72,7 @@ def matmul_form(func: tirx.PrimFunc) -> tuple[list, tuple[str, str]] | None:
         return None
     dtypes = get_in_out_dtypes(sch.get(main))
     sch.transform_block_layout(main, maps[0])
-    return [iv.dom.extent for iv in sch.get(main).iter_vars[1:]], dtypes
+    return [iv.dom.extent for iv in sch.get(main).iter_vars[0 if batch else 1:]], dtypes
 
 
 def _load_vars(block: tirx.SBlock) -> list:
