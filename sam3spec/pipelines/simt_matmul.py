@@ -4,7 +4,7 @@ dl.gpu.Matmul gives CUDA one config: 8 x 16 threads, each a 4 x 4 tile, K in ste
 Measured on an H200 (2026-12-01, SAM3's trunk shapes, float32 strict), two virtual threads per axis (each thread
 then holds a 4 x 4 tile at two strides, 8 x 8 in all) ran the 5184 x 1024 x {3072, 1024, 4736} and
 5184 x 4736 x 1024 linears at 30-32 TFLOP/s against 19 with dlight's config, and attention's Q.K^T at 22 against
-16; the best of 22 configs on those shapes. dlight's config stays for N <= 64 (attention's P.V: 18 TFLOP/s
+16; the best of 20 configs on those shapes. dlight's config stays for N <= 64 (attention's P.V: 18 TFLOP/s
 either way) and below 1024 rows in all (batch x M): the 64 x 128 block leaves a short sequence's grid a few
 blocks for 132 SMs (the text encoder, M = 32, ran 25.6 ms with it against 11.9 without)."""
 

@@ -47,7 +47,7 @@ class Tile:
 
 # Measured on an H200 (float16 x float16 -> float32 + bias, SAM3's trunk shapes, 2026-12-01): dlight's tile with
 # coalesced loads ran the 5184 x 1024 x {3072, 1024, 4736} and 5184 x 4736 x 1024 linears at 180-210 TFLOP/s
-# (dlight's rule: 65-75 on the lifted K x N weights), best or within 8% of the best of 16 tiles; a 128 x 64 block
+# (dlight's rule: 65-75 on the lifted K x N weights), best or within 8% of the best of 15 tiles; a 128 x 64 block
 # of four 32 x 64 warps ran attention's P.V (N = 64) at 100 TFLOP/s (dlight's tile: 75) and Q.K^T (K = 64) at 68 (47).
 WIDE = Tile((32, 32), (4, 4), 64)
 NARROW = Tile((32, 64), (4, 1), 32)
