@@ -175,7 +175,6 @@ def test_autocast_moves_and_restores_tensors_kept_as_plain_attributes():
     assert got.dtype == torch.float32 and module.cache is cache
 
 
-
 @pytest.mark.parametrize("shape,dtype,vthreads", [((1, 1024, 256, 256), "float32", True),
                                                   ((16, 1024, 64, 576), "float32", False),
                                                   ((1, 32, 256, 256), "float32", False),

@@ -1,27 +1,27 @@
 """Tensor cores (wmma) for every float16 matmul on CUDA, with coalesced loads and a tile the target chooses.
 
-dlight's MatmulTensorization (what dl.gpu.Matmul picks) has two costs that the profile of SAM3's trunk shows:
-its tiles are fetched to shared memory along K, so a right operand laid out K x N (a lifted ``linear``
-weight, attention's V) is read with a stride of N per element, uncoalesced; and each of its 16 warps owns a
-32 x 32 tile, two fragment loads per mma. ``TensorCoreMatmul`` schedules as that rule does (same normal form
-C[S, I, J] += A[S, I, K] * B[S, J, K], same intrinsics, same software pipeline) but fetches each operand
-along the axis contiguous in its global buffer, and takes the warp tile, warps per block and K chunk as
-parameters. dl.gpu.Matmul also keeps matmuls with an extent <= 64 (attention's head dimension) off the tensor
-cores; this rule takes them when every static extent is at least ``min_extent`` (padding a dimension to the
-block tile then costs at most tile / min_extent in wasted work)."""
+dlight's MatmulTensorization (what dl.gpu.Matmul picks) fetches its tiles to shared memory along K, so a right
+operand laid out K x N (a lifted ``linear`` weight, attention's V) is read with a stride of N per element,
+uncoalesced. ``TensorCoreMatmul`` schedules as that rule does (same normal form C[S, I, J] += A[S, I, K] *
+B[S, J, K], same intrinsics, same software pipeline) but fetches each operand along the axis contiguous in its
+global buffer, and takes the warp tile, warps per block and K chunk as parameters (:func:`choose_tile`).
+dl.gpu.Matmul also keeps matmuls with an extent <= 64 (attention's head dimension) off the tensor cores; this
+rule takes them when every static extent is at least ``min_extent`` (padding a dimension to the block tile
+then costs at most tile / min_extent in wasted work)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir import TensorIntrin
-from tvm.script import tirx as T
-from tvm.tirx.analysis import undefined_vars
+from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_producers, check_sm_version,
                                          get_in_out_dtypes, get_index_map, get_reduction_blocks)
+from tvm.script import tirx as T
+from tvm.tirx.analysis import undefined_vars
 
 FRAGMENT = 16  # the wmma intrinsics' M, N and K
 WARP = 32
@@ -84,10 +84,11 @@ def _load_vars(block: tirx.SBlock) -> list:
 LOAD_B_KJ = "sam3spec_wmma_load_16x16x16_f16_b_kj_shared_dyn"
 
 
+@functools.cache
 def _register_load_b_kj() -> str:
     """TVM's row-major wmma load of B, for a fragment block whose iterations run (J, K) while its buffers are
     [K, J] (a layout transform turns the buffers, not the block): the same implementation, the description's
-    loops in that order."""
+    loops in that order. Registered (and its TVMScript parsed) once per process."""
     from tvm.s_tir.tensor_intrin.cuda import get_wmma_load_intrin  # pylint: disable=import-outside-toplevel
 
     @T.prim_func(s_tir=True)
