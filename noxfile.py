@@ -75,7 +75,9 @@ def install(session: nox.Session) -> None:
         session.log(f"no CPU build of torch {TORCH} for this Python here: PyPI's")
         session.install(f"torch=={TORCH}")
         build = session.run_install("python", "-c", SHOW_TORCH, silent=True).splitlines()[-1]  # after warnings
-    session.install(TVM, TVM_FFI, *SAM3_DEPS, "jsonschema", "jinja2", "cloudpickle")  # cloudpickle: TVM's RPC server
+    # cloudpickle: TVM's RPC server; tornado: its RPC tracker; xgboost-cpu: MetaSchedule's cost model (`tune`), the
+    # build without NCCL (xgboost's Linux wheel pulls nvidia-nccl-cu12)
+    session.install(TVM, TVM_FFI, *SAM3_DEPS, "jsonschema", "jinja2", "cloudpickle", "tornado", "xgboost-cpu")
     session.install("--no-deps", *NO_DEPS)
     session.install("--no-deps", "-e", ".")
     # Nothing installed after torch may replace it (a package that asks for torch brings PyPI's newest CUDA build).

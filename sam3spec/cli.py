@@ -170,6 +170,37 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from sam3spec import tuning
+
+    plan = load_plan(args.manifest, _root())
+    names = _components(plan, args) if plan else None
+    if names is None:
+        return EXIT_INVALID
+    budget = plan.targets[args.target].get("tuning")
+    if not budget:
+        print(f"{args.manifest}: target {args.target!r} declares no tuning budget (targets[].tuning: tasks, trials)",
+              file=sys.stderr)
+        return EXIT_INVALID
+    tracker = dict(budget.get("tracker") or {})
+    address, key = args.tracker or tracker.get("address"), args.key or tracker.get("key")
+    if (args.tracker or args.key or tracker) and (problem := tuning.tracker_problem(address or "", key)):
+        print(f"--tracker {address}: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    extra = [*(["--tasks", str(args.tasks)] if args.tasks else []), *(["--trials", str(args.trials)] if args.trials else []),
+             *(["--tracker", address, "--key", key] if address else []), *(["--keep-slower"] if args.keep_slower else [])]
+    results = tuning.run(plan, _root(), args.target, names, extra, Path(args.records).resolve() if args.records else None)
+    print()
+    for name, result in results.items():
+        tasks = result.get("tasks", [])
+        beat = sum(t["tuned_ms"] is not None and (t["rules_ms"] is None or t["tuned_ms"] < t["rules_ms"]) for t in tasks)
+        kept = sum(t["kept"] for t in tasks)
+        print(f"{name}: {result.get('status')}"
+              + (f", {beat} of {len(tasks)} tuned tasks beat the rules, {kept} records kept" if tasks else "")
+              + (f": {result['error']}" if result.get("error") else ""))
+    return 0 if all(r.get("status") == "ok" for r in results.values()) else 1
+
+
 def cmd_profile(args) -> int:
     plan = load_plan(args.manifest, _root())
     names = _components(plan, args) if plan else None
@@ -253,6 +284,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="alternated turns per component (default: enough for 2 s per side, at least 3)")
     p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("tune", help="MetaSchedule on each component's heaviest kernels; records into tuning/")
+    p.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)
+    p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
+    p.add_argument("--component", "-c", action="append", default=[], help="only this component (repeatable)")
+    p.add_argument("--tasks", type=int, help="tasks per component (default: the manifest's tuning.tasks)")
+    p.add_argument("--trials", type=int, help="measured candidates per task (default: the manifest's tuning.trials)")
+    p.add_argument("--tracker", metavar="HOST:PORT",
+                   help="measure on devices a TVM RPC tracker holds (`python -m tvm.exec.rpc_tracker`)")
+    p.add_argument("--key", help="their device key (`python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY`)")
+    p.add_argument("--records", metavar="DIR", help="write records under DIR/<component> instead of tuning/")
+    p.add_argument("--keep-slower", action="store_true",
+                   help="keep MetaSchedule's best record even where the pipeline's rules measured faster")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("profile", help="where each compiled component's time goes, kernel by kernel (on this machine's device)")
     p.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)

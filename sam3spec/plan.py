@@ -43,6 +43,10 @@ class Plan:
     def build_dir(self, root: Path, target: str) -> Path:
         return root / "build" / self.name / target
 
+    def tuning_dir(self, root: Path, target: str, component: str) -> Path:
+        """The component's MetaSchedule records for `target` (checked in, reviewed like generated/)."""
+        return root / "tuning" / self.name / target / component
+
     def component(self, name: str) -> ComponentPlan:
         return next(c for c in self.components if c.name == name)
 

@@ -38,8 +38,10 @@ def render(plan: Plan, root: Path) -> dict[Path, str]:
         files[out_dir / comp.name / "export.py"] = env.get_template("export.py.j2").render(**context)
         for target in comp.targets:
             context["t"] = plan.targets[target]
-            for kind in ("compile", "verify"):
-                files[out_dir / comp.name / f"{kind}_{target}.py"] = env.get_template(f"{kind}.py.j2").render(**context)
+            for kind in ("compile", "verify", "tune"):
+                if kind != "tune" or context["t"].get("tuning"):
+                    files[out_dir / comp.name / f"{kind}_{target}.py"] = env.get_template(f"{kind}.py.j2").render(
+                        **context)
     return files
 
 

@@ -39,6 +39,7 @@ def entry(component: str, directory: Path, this_run: dict | None = None) -> dict
         "sources": compiled.get("sources", []),
         "kernels": compiled.get("kernels"),
         "metal_check": compiled.get("metal_check"),
+        "from_records": (compiled.get("records") or {}).get("kernels"),
         "rule": verify.get("rule"),
         "seconds": {name: steps[name]["seconds"] for name in steps if "seconds" in steps[name]},
         "outputs": [{k: o.get(k) for k in ("name", "max_abs", "max_rel", "atol", "rtol", "autocast_max_abs", "ok")
@@ -127,14 +128,19 @@ def _kernel_lines(comps: list[dict]) -> list[str]:
                      f"largest kernel values are {largest['buffers']} buffers, {largest['threadgroup_bytes']} bytes, "
                      f"{largest['threads']} threads."
                      + "".join(f" **{c['name']}**: {'; '.join(c['metal_check']['problems'][:3])}." for c in bad))
+    tuned = [c for c in comps if c.get("from_records") is not None]
+    if tuned:
+        lines.append(f"Kernels from tuning records (tuning/, MetaSchedule; the rest from the pipeline's rules): "
+                     f"{sum(c['from_records'] for c in tuned)} in {len(tuned)} components (the `kernels` column).")
     rules = sorted({c["rule"] for c in comps if c.get("rule")})
     lines += [f"Reduced precision: an output passes when its {rule} (the `autocast max abs` column)." for rule in rules]
     return lines
 
 
 def _kernels_cell(c: dict) -> str:
-    k = c.get("kernels")
-    return f"{k['kernels']} ({k['matrix_unit']} matrix)" if k else ""
+    k, tuned = c.get("kernels"), c.get("from_records")
+    parts = [f"{k['kernels']} ({k['matrix_unit']} matrix)"] if k else []
+    return ", ".join(parts + ([f"{tuned} from records"] if tuned is not None else []))
 
 
 def markdown(report: dict) -> str:

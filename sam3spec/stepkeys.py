@@ -6,7 +6,7 @@ weights (seed, initialised parameters, checkpoint path, size and content), the s
 shapes use, its inputs, outputs and adapter (with its source), every substitution (with its source), the
 templates of its script, sam3spec's runtime code it runs and the versions of what it imports. compile: the
 exported program (its sha256), the target entry (TVM target, pipeline, options; the host CPU for `mcpu: host`),
-the pipeline's source, every converter of an op the program contains (with its source), template, code and
+the pipeline's source, the tuning records the component applies, every converter of an op the program contains (with its source), template, code and
 versions. verify: the library, weights file and reference it loads (their sha256), each output's tolerance,
 the device, where it runs, template, code and versions. Nothing here imports torch or TVM."""
 
@@ -120,6 +120,10 @@ def for_compile(plan: Plan, root: Path, comp: ComponentPlan, target: str, export
     if "host" in json.dumps(entry["target"]):
         out["host CPU"] = digest(host_cpu())
     out[f"pipeline `{entry['pipeline']}`"] = _code([_module(entry["pipeline"])])
+    if entry.get("tuning"):  # the records this component's compile applies (tune writes them; a review lands them)
+        records = plan.tuning_dir(root, target, comp.name)
+        files = sorted(p for p in records.glob("*.json")) if records.is_dir() else []
+        out[f"tuning records of `{comp.name}`"] = sources.digest(files) if files else digest(None)
     program_ops = set(export_record.get("ops", []))
     for op, fn in plan.converters.items():
         if op in program_ops:

@@ -8,7 +8,7 @@ import yaml
 from tvm import relax
 from tvm.relax.frontend.torch import from_exported_program
 
-from sam3spec.pipelines import cpu_basic
+from sam3spec.pipelines import cpu as cpu_basic
 from sam3spec.runtime.compile import own_constants
 from sam3spec.runtime.resolve import resolve
 

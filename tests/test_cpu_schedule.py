@@ -1,7 +1,7 @@
 """Numerics of the cpu_basic pipeline (hand-scheduled TIR for llvm) against PyTorch.
 
 Each case: torch.export -> Relax (from_exported_program) -> tvm.compile with
-sam3spec.pipelines.cpu_basic.pipeline -> Relax VM, compared to eager PyTorch to
+sam3spec.pipelines.cpu.pipeline -> Relax VM, compared to eager PyTorch to
 ~1e-4 of the output's magnitude. The pipeline's stats must show the intended
 rule fired (matmul/conv blocks register-tiled) and no rule raised. No timings.
 """
@@ -16,7 +16,7 @@ tvm = pytest.importorskip("tvm")
 from tvm import relax  # noqa: E402
 from tvm.relax.frontend.torch import from_exported_program  # noqa: E402
 
-from sam3spec.pipelines import cpu_basic  # noqa: E402
+from sam3spec.pipelines import cpu as cpu_basic  # noqa: E402
 from sam3spec.runtime.loader import transform_params  # noqa: E402
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})

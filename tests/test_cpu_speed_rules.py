@@ -17,7 +17,7 @@ from tvm import relax  # noqa: E402
 from tvm.relax.frontend.torch import from_exported_program  # noqa: E402
 
 from sam3spec.converters.sdpa_matmul import sdpa_matmul  # noqa: E402
-from sam3spec.pipelines import cpu_basic  # noqa: E402
+from sam3spec.pipelines import cpu as cpu_basic  # noqa: E402
 from sam3spec.runtime.compile import tvm_target  # noqa: E402
 from sam3spec.runtime.loader import transform_params  # noqa: E402
 

@@ -15,6 +15,7 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
 from sam3spec.pipelines import dataflow_lower_passes, prepack, simt_matmul, tensor_core
+from sam3spec.pipelines import records as records_step
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
 RULES = ("Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
@@ -298,7 +299,8 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
              skip_failing_rules: bool = True,
              static_thread_memory: bool = False, last_resort: bool = True, metal_simdgroup_matmul: bool = True,
              simdgroup_f32_accumulate: str | None = None, tensor_core_min_extent: int | None = 32,
-             schedule_as: dict | None = None, mixed_precision: str | None = None) -> tvm.transform.Pass:
+             schedule_as: dict | None = None, mixed_precision: str | None = None, records: str | None = None,
+             stop_before_schedule: bool = False, schedule_only: bool = False) -> tvm.transform.Pass:
     """The GPU pipeline. Keywords (a target's ``pipeline_options``):
     lift_weight_transforms: weight-only work (the transposes ``linear`` makes) runs once, in
         ``main_transform_params``, not on every call (relax LiftTransformParams).
@@ -318,7 +320,10 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
         (relax ToMixedPrecision, before the weight casts are lifted), as PyTorch's autocast does; implies
         float64: False and :func:`clip_as_min_max` (ToMixedPrecision rejects float64 and clip's scalars).
     schedule_as: the target the rules schedule for, when not the one compiled for (``{kind: metal}`` on CUDA
-        gives Metal's schedules, to check them numerically on an NVIDIA GPU)."""
+        gives Metal's schedules, to check them numerically on an NVIDIA GPU).
+    records: a MetaSchedule database directory (:mod:`sam3spec.pipelines.records`), applied before the rules.
+    stop_before_schedule: the passes up to the schedule step only (``tune`` extracts its tasks there).
+    schedule_only: the schedule step alone (``tune`` measures the rules' schedule of a task)."""
     if simdgroup_f32_accumulate not in (None, "metal", "proxy"):
         raise ValueError(f"simdgroup_f32_accumulate {simdgroup_f32_accumulate!r}: metal or proxy")
     if mixed_precision not in (None, "float16"):
@@ -329,14 +334,22 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
         + ([] if float64 and not mixed_precision else [float64_as_float32()]) \
         + ([clip_as_min_max(), relax.transform.ToMixedPrecision(out_dtype="float32")] if mixed_precision else []) \
         + (prepack.lift() if lift_weight_transforms else []) \
-        + [*gpu_generic.library_dispatch_passes(target), *legalize,
-           schedule(rules_target, skip_failing_rules=skip_failing_rules, static_thread_memory=static_thread_memory,
-                    last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul,
-                    simdgroup_f32_accumulate=simdgroup_f32_accumulate,
-                    tensor_core_min_extent=tensor_core_min_extent, stats=stats),
-           *dataflow_lower_passes(gpu_generic, target, dynamic_shapes), record_threads(target, stats),
-           *gpu_generic.finalize_passes(target)]
+        + [*gpu_generic.library_dispatch_passes(target), *legalize]
+    if stop_before_schedule:
+        return _sequential(passes, target)
+    rules = schedule(rules_target, skip_failing_rules=skip_failing_rules, static_thread_memory=static_thread_memory,
+                     last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul,
+                     simdgroup_f32_accumulate=simdgroup_f32_accumulate,
+                     tensor_core_min_extent=tensor_core_min_extent, stats=stats)
+    if schedule_only:
+        return _sequential([rules], target)
+    passes += [*records_step.apply(records, stats), rules,
+               *dataflow_lower_passes(gpu_generic, target, dynamic_shapes), record_threads(target, stats),
+               *gpu_generic.finalize_passes(target)]
+    return _sequential(passes, target)
 
+
+def _sequential(passes: list, target: tvm.target.Target) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="sam3spec.gpu_dlight")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:

@@ -73,22 +73,29 @@ def weight_names(func, program) -> list[str]:
     return [by_placeholder[p.name] for p in func.params[int(func.attrs["num_input"]):]]
 
 
-def run(*, component: str, target: dict, pipeline: str, converters: dict[str, str], dynamic: bool,
-        out_dir: str, pipeline_options: dict | None = None, pass_config: dict | None = None) -> None:
-    import tvm
+def import_program(out: Path, component: str, converters: dict[str, str]):
+    """The exported program in `out` as a Relax module with its weights detached: (module, params, names)."""
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
+    program = torch.export.load(checked(out, "program.pt2"))
+    progress(f"{component}: importing into Relax")
+    mod = from_exported_program(program, keep_params_as_input=True, run_ep_decomposition=False,
+                                custom_convert_map={op: resolve(fn) for op, fn in converters.items()})
+    names = weight_names(mod["main"], program)
+    mod, params = relax.frontend.detach_params(mod)
+    mod["main"] = own_constants(mod["main"])
+    return mod, params, names
+
+
+def run(*, component: str, target: dict, pipeline: str, converters: dict[str, str], dynamic: bool,
+        out_dir: str, pipeline_options: dict | None = None, pass_config: dict | None = None,
+        records: str | None = None) -> None:
+    import tvm
+
     out = Path(out_dir)
     with step(out, "compile") as result:
-        program = torch.export.load(checked(out, "program.pt2"))
-        progress(f"{component}: importing into Relax")
-        mod = from_exported_program(program, keep_params_as_input=True, run_ep_decomposition=False,
-                                    custom_convert_map={op: resolve(fn) for op, fn in converters.items()})
-        names = weight_names(mod["main"], program)
-        mod, params = relax.frontend.detach_params(mod)
-        mod["main"] = own_constants(mod["main"])
-        del program
+        mod, params, names = import_program(out, component, converters)
         with atomic_path(out / "relax.py") as tmp:
             tmp.write_text(mod.script(show_meta=False))
         with atomic_path(out / "params.bin") as tmp:
@@ -99,12 +106,16 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
             result["cuda"] = CUDA_CODE
         result["target"] = str(tgt)
         result["pipeline"] = {"name": pipeline, "options": dict(pipeline_options or {})}
+        options = dict(pipeline_options or {}, **({"records": records} if records else {}))
         if pass_config:
             result["pass_config"] = dict(pass_config)
         progress(f"{component}: compiling for {target['kind']} with {pipeline} {pipeline_options or ''}")
         with heartbeat(f"{component}: compiling"), tvm.transform.PassContext(config=dict(pass_config or {})):
             executable = tvm.compile(mod, target=tgt, relax_pipeline=resolve(pipeline)(
-                tgt, dynamic_shapes=dynamic, stats=result.setdefault("schedule", {}), **(pipeline_options or {})))
+                tgt, dynamic_shapes=dynamic, stats=result.setdefault("schedule", {}), **options))
+        if records:
+            result["records"] = {"directory": records, "kernels": result["schedule"].pop("from_records", 0)}
+            progress(f"{component}: {result['records']['kernels']} kernels from tuning records")
         for kind, source in device_sources(executable).items():
             with atomic_path(out / SOURCE_FILE[kind]) as tmp:
                 tmp.write_text(source)

@@ -33,9 +33,10 @@ if __name__ == "__main__":
     compile_step.run(
         component='scoring_box_head',
         target=TARGET,
-        pipeline='sam3spec.pipelines.cpu_basic:pipeline',
+        pipeline='sam3spec.pipelines.cpu:pipeline',
         pipeline_options=PIPELINE_OPTIONS,
         converters=CONVERTERS,
         dynamic=True,
         out_dir=str(ROOT / "build" / 'sam3-image-tiny' / 'cpu' / 'scoring_box_head'),
+        records=str(ROOT / "tuning" / 'sam3-image-tiny' / 'cpu' / 'scoring_box_head'),
     )

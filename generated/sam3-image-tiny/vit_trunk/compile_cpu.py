@@ -33,9 +33,10 @@ if __name__ == "__main__":
     compile_step.run(
         component='vit_trunk',
         target=TARGET,
-        pipeline='sam3spec.pipelines.cpu_basic:pipeline',
+        pipeline='sam3spec.pipelines.cpu:pipeline',
         pipeline_options=PIPELINE_OPTIONS,
         converters=CONVERTERS,
         dynamic=False,
         out_dir=str(ROOT / "build" / 'sam3-image-tiny' / 'cpu' / 'vit_trunk'),
+        records=str(ROOT / "tuning" / 'sam3-image-tiny' / 'cpu' / 'vit_trunk'),
     )

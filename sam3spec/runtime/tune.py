@@ -1,0 +1,193 @@
+"""Tune one component's heaviest kernels with MetaSchedule (xgboost cost model, evolutionary search) and keep
+each tuned schedule that beats the pipeline's own rules, measured the same way, in the component's records
+(tuning/<manifest>/<target>/<component>/). The tasks come from the Relax module the compile step builds, at
+the point where its schedule step runs; the records hold only the tuned workloads, so re-tuning one task
+changes only its lines."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from sam3spec.pipelines import records as records_lib
+from sam3spec.runtime import measure
+from sam3spec.runtime.artifacts import progress, step
+from sam3spec.runtime.compile import import_program, tvm_target
+from sam3spec.runtime.resolve import resolve
+
+
+def extract(mod, tgt, pipeline, options: dict, dynamic: bool) -> list[dict]:
+    """Every PrimFunc the schedule step gets, heaviest first (FLOPs per call x calls): name, flops, calls, task."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    staged = resolve(pipeline)(tgt, dynamic_shapes=dynamic, stop_before_schedule=True, **options)(mod)
+    found = []
+    for task in ms.relax_integration.extract_tasks(staged, tgt):
+        func_mod = task.dispatched[0]
+        if not static(func_mod["main"]):
+            continue  # MetaSchedule measures static shapes only: a dynamic dim's kernels keep the rules
+        try:
+            flops = float(estimate_tir_flops(func_mod))
+        except Exception:  # noqa: BLE001 - symbolic extents: no count
+            flops = 0.0
+        found.append({"name": task.task_name, "flops": flops, "calls": int(task.weight), "task": task})
+    return sorted(found, key=lambda t: -t["flops"] * t["calls"])
+
+
+def static(func) -> bool:
+    """Whether every buffer of `func` has a constant shape (MetaSchedule's argument info refuses others)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        ms.arg_info.ArgInfo.from_prim_func(func)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def rules_schedule(func_mod, tgt, pipeline, options: dict):
+    """The task as the pipeline's own rules schedule it (what compile does without a record)."""
+    import tvm
+
+    staged = tvm.IRModule({"main": func_mod["main"]})
+    return resolve(pipeline)(tgt, schedule_only=True, **options)(staged)
+
+
+def _progress_callback(label: str, flops: float, trials: int):
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    @derived_object
+    class _Progress(ms.measure_callback.PyMeasureCallback):
+        def __init__(self):
+            super().__init__()
+            self.done, self.best = 0, None
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            for res in runner_results:
+                self.done += 1
+                if res.error_msg is None and res.run_secs:
+                    secs = sum(float(s) for s in res.run_secs) / len(res.run_secs)
+                    self.best = secs if self.best is None else min(self.best, secs)
+            best = f"best {flops / self.best / 1e9:.1f} GFLOP/s ({self.best * 1e3:.3f} ms)" if self.best else "no valid candidate yet"
+            progress(f"{label}: {self.done}/{trials} trials, {best}")
+
+    return _Progress()
+
+
+def tune_one(task: dict, tgt, runner, trials: int, per_iteration: int, label: str, work_dir: str):
+    """MetaSchedule's best record for one task, and its seconds per call (None where no candidate ran)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    ctx = ms.relax_integration.extracted_tasks_to_tune_contexts([task["task"]], work_dir, seed=0)[0]
+    db = ms.tune.tune_tasks(
+        tasks=ctx[:1], task_weights=[1.0], work_dir=work_dir, max_trials_global=trials,
+        num_trials_per_iter=min(per_iteration, trials), builder=measure.builder(ctx[0].num_threads), runner=runner,
+        cost_model="xgb",
+        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                           _progress_callback(label, task["flops"], trials)])
+    func_mod = task["task"].dispatched[0]
+    top = db.get_top_k(db.commit_workload(func_mod), 1)
+    if not top:
+        return None, None
+    secs = [float(s) for s in top[0].run_secs]
+    return top[0], sum(secs) / len(secs)
+
+
+def merge(directory: Path, tuned: list) -> None:
+    """Write the records: the existing ones in their order, except workloads tuned now, whose new best record
+    (if any) comes after; files replaced whole, so an interrupted run leaves the old records."""
+    import tvm_ffi
+
+    tuned_mods = [mod for mod, _ in tuned]
+    old = records_lib.database(directory)
+    keep = []
+    if old is not None:
+        keep = [r for r in old.get_all_tuning_records()
+                if not any(tvm_ffi.structural_equal(r.workload.mod, m) for m in tuned_mods)]
+    if old is None and not any(r is not None for _, r in tuned):
+        return  # nothing tuned beat the rules, and there were no records: no files
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.") as tmp:
+        new = records_lib.database(tmp, create=True)
+        for rec in keep + [r for _, r in tuned if r is not None]:
+            new.commit_tuning_record(rec.__class__(rec.trace, new.commit_workload(rec.workload.mod), rec.run_secs,
+                                                   rec.target, rec.args_info))
+        del new
+        directory.mkdir(exist_ok=True)
+        for name in (records_lib.WORKLOADS, records_lib.RECORDS):
+            Path(tmp, name).replace(directory / name)
+
+
+def run(*, component: str, target: dict, pipeline: str, converters: dict[str, str], dynamic: bool, out_dir: str,
+        records: str, budget: dict, pipeline_options: dict | None = None, pass_config: dict | None = None) -> None:
+    """Tune `budget["tasks"]` tasks of the component exported in `out_dir` (its tune.json says what happened)."""
+    import tvm
+
+    out = Path(out_dir)
+    options = dict(pipeline_options or {})
+    with step(out, "tune") as result, tvm.transform.PassContext(config=dict(pass_config or {})):
+        mod, _, _ = import_program(out, component, converters)
+        tgt = tvm_target(target)
+        tasks = [t for t in extract(mod, tgt, pipeline, options, dynamic) if t["flops"] >= budget.get("min_flops", 0)]
+        chosen = tasks[:budget["tasks"]]
+        total = sum(t["flops"] * t["calls"] for t in tasks) or 1.0
+        progress(f"{component}: {len(tasks)} tasks; tuning {len(chosen)}, "
+                 f"{100 * sum(t['flops'] * t['calls'] for t in chosen) / total:.0f}% of its FLOPs")
+        runner = measure.runner(budget.get("tracker"))
+        result["tracker"] = budget.get("tracker")
+        result["tasks"], tuned = [], []
+        for i, task in enumerate(chosen, 1):
+            label = f"{component}: task {i}/{len(chosen)} {task['name']}"
+            started = time.monotonic()
+            func_mod = task["task"].dispatched[0]
+            rules_secs, why = measure.seconds(rules_schedule(func_mod, tgt, pipeline, options), tgt, runner)
+            if why:
+                progress(f"{label}: the rules' schedule did not run ({why})")
+            with tempfile.TemporaryDirectory(prefix="sam3spec-tune-") as work:
+                record, secs = tune_one(task, tgt, runner, budget["trials"], budget.get("per_iteration", 64),
+                                        label, work)
+            kept = secs is not None and (rules_secs is None or secs < rules_secs or budget.get("keep") == "all")
+            tuned.append((func_mod, record if kept else None))
+            entry = {"name": task["name"], "flops": task["flops"], "calls": task["calls"],
+                     "rules_ms": None if rules_secs is None else rules_secs * 1e3,
+                     "tuned_ms": None if secs is None else secs * 1e3, "kept": kept,
+                     "seconds": round(time.monotonic() - started, 1)}
+            result["tasks"].append(entry)
+            progress(f"{label}: rules {_ms(rules_secs)}, tuned {_ms(secs)}: "
+                     + ("record kept" if kept else "the rules stay"))
+        merge(Path(records), tuned)
+        result["records"] = {"directory": records, "kept": sum(t["kept"] for t in result["tasks"])}
+
+
+def add_budget_arguments(parser) -> None:
+    """The generated tune script's options: they override the manifest's budget for one run."""
+    parser.add_argument("--tasks", type=int, help="tune this many tasks, the heaviest first")
+    parser.add_argument("--trials", type=int, help="measured candidates per task")
+    parser.add_argument("--tracker", metavar="HOST:PORT", help="a TVM RPC tracker (python -m tvm.exec.rpc_tracker)")
+    parser.add_argument("--key", help="the device key its servers registered with")
+    parser.add_argument("--records", metavar="DIR", help="write the records here instead of tuning/")
+    parser.add_argument("--keep-slower", action="store_true",
+                        help="keep MetaSchedule's best even where the rules measured faster")
+
+
+def budget(base: dict, args) -> dict:
+    """The manifest's budget with the command line's overrides."""
+    out = dict(base)
+    out.update({k: getattr(args, k) for k in ("tasks", "trials") if getattr(args, k) is not None})
+    tracker = dict(base.get("tracker") or {})
+    if args.tracker:
+        tracker["address"] = args.tracker
+    if args.key:
+        tracker["key"] = args.key
+    if tracker:
+        out["tracker"] = tracker
+    if args.keep_slower:
+        out["keep"] = "all"
+    return out
+
+
+def _ms(secs: float | None) -> str:
+    return "failed" if secs is None else f"{secs * 1e3:.3f} ms"

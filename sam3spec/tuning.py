@@ -1,0 +1,54 @@
+"""`tune`: per component, export (or reuse the cached export), then the generated tune script: MetaSchedule on the
+component's heaviest tasks, measured here or on devices a TVM RPC tracker holds; records into tuning/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sam3spec import port, render
+from sam3spec.plan import Plan
+from sam3spec.runtime.artifacts import read_result
+
+
+def tracker_problem(address: str, key: str | None) -> str | None:
+    """Why HOST:PORT is no TVM RPC tracker holding a server under `key` (None when it is), checked first."""
+    import socket
+
+    from tvm import rpc
+
+    host, _, port_text = address.rpartition(":")
+    if not host or not port_text.isdigit():
+        return "need HOST:PORT (a `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190` there)"
+    if not key:
+        return "needs a device key (--key, or tuning.tracker.key in the manifest)"
+    try:
+        socket.create_connection((host, int(port_text)), timeout=10).close()
+        servers = rpc.connect_tracker(host, int(port_text)).summary().get("queue_info", {})
+    except Exception as exc:  # noqa: BLE001 - refused, or not a tracker (TVM raises its own error types)
+        return f"no TVM RPC tracker answers there ({str(exc).strip().splitlines()[-1][:200]})"
+    if key not in servers:
+        return (f"the tracker holds no server under key {key!r} (it has: {', '.join(servers) or 'none'}); start "
+                f"`python -m tvm.exec.rpc_server --tracker {address} --key {key}` on the device")
+    return None
+
+
+def run(plan: Plan, root: Path, target: str, names: list[str], extra: list[str],
+        records_root: Path | None = None) -> dict[str, dict]:
+    """Export where needed, then tune each component (records under `records_root`/<component> instead of
+    tuning/ where given); returns component -> its tune.json."""
+    touched = render.write(render.render(plan, root), root / "generated", [plan.name])
+    print(f"generate: {len(touched)} file(s) changed", flush=True)
+    results = {}
+    for i, name in enumerate(names, 1):
+        print(f"\n=== [{i}/{len(names)}] tune {name} → {target} ===", flush=True)
+        out = plan.build_dir(root, target) / name
+        port.component(plan, root, name, target, ("export",))
+        if (read_result(out, "export") or {}).get("status") != "ok":
+            results[name] = {"status": "failed", "error": "the export failed (see above)"}
+            continue
+        (out / "tune.json").unlink(missing_ok=True)
+        script = plan.generated_dir(root) / name / f"tune_{target}.py"
+        where = ["--records", str(records_root / name)] if records_root else []
+        port.run_script(root, script, out / "tune.json", *extra, *where)
+        results[name] = read_result(out, "tune") or {"status": "failed"}
+    return results
