@@ -1,4 +1,4 @@
-"""Sessions: `nox -s port-cpu [-- MANIFEST] [--component NAME]`, `port-metal`, `port-cuda`,
+"""Sessions: `nox -s port-cpu [-- MANIFEST] [--component NAME]`, `port-metal`, `port-cuda`, `tune [-- MANIFEST]`,
 `bench [-- MANIFEST]`, `e2e-cpu [-- MANIFEST]`, `tests` (on every Python in PYTHONS: `tests-3.11`, `tests-3.13`),
 `fuzz [-- CASES]`."""
 
@@ -25,6 +25,8 @@ SAM3_DEPS = ["numpy>=1.26,<2.4", "tqdm>=4.66,<4.68", "ftfy>=6.1.1,<6.4", "regex>
              "iopath>=0.1.10,<0.2", "typing_extensions>=4.8,<4.16", "huggingface-hub>=0.30,<2.0",
              "einops>=0.8,<0.9", "pycocotools>=2.0.10,<2.1", "psutil", "pillow", "safetensors", "pyyaml",
              "scipy>=1.11", "scikit-image==0.26.0"]
+# bench's ONNX Runtime column only: the runtime, and what torch.onnx's dynamo export needs
+ONNX_PEER = ("onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2")
 NO_DEPS = ["sam3==0.1.4", "timm==1.0.31", "open_clip_torch==3.3.0"]  # each would pull torch + torchvision
 
 
@@ -63,7 +65,7 @@ SAME_TORCH = TORCH_BUILD + ("; import sys; print('torch', build); sys.exit(0 if 
                             "f'torch {sys.argv[1]} was replaced by {build} after it was installed')")
 
 
-def install(session: nox.Session) -> None:
+def install(session: nox.Session, extra: tuple[str, ...] = ()) -> None:
     # torch first: the CPU build (2.13.0+cpu) where pip sees one (this machine's local wheel for Python 3.11, or
     # PyTorch's CPU index where pip is pointed at it); elsewhere PyPI's 2.13.0, on Linux a CUDA build with the
     # nvidia-* libraries and triton (it runs on the CPU; ~5 GB installed), on macOS a CPU build.
@@ -80,6 +82,8 @@ def install(session: nox.Session) -> None:
     session.install(TVM, TVM_FFI, *SAM3_DEPS, "jsonschema", "jinja2", "cloudpickle", "tornado", "xgboost-cpu")
     session.install("--no-deps", *NO_DEPS)
     session.install("--no-deps", "-e", ".")
+    if extra:  # with sam3's numpy bound, which onnx and onnxruntime would otherwise lift
+        session.install(*extra, *[d for d in SAM3_DEPS if d.startswith("numpy")])
     # Nothing installed after torch may replace it (a package that asks for torch brings PyPI's newest CUDA build).
     session.run_install("python", "-c", SAME_TORCH, build)
 
@@ -114,10 +118,19 @@ def port_cuda(session: nox.Session) -> None:
 
 
 @nox.session
-def bench(session: nox.Session) -> None:
-    """TVM vs PyTorch eager latency per component on this CPU; ports what is not compiled yet.
-    Writes build/<manifest>/cpu/bench.json and bench.md."""
+def tune(session: nox.Session) -> None:
+    """MetaSchedule-tune a manifest's components for a target (default cpu) into tuning/: `nox -s tune -- [MANIFEST]
+    [--target T] [-c NAME] [--trials N] [--tracker HOST:PORT --key KEY]`."""
     install(session)
+    args = manifest_args(session)
+    session.run("python", "-m", "sam3spec", "tune", *args, *([] if "--target" in args else ["--target", "cpu"]))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """TVM vs PyTorch eager and ONNX Runtime latency per component on this CPU; ports what is not compiled yet.
+    Writes build/<manifest>/cpu/bench.json and bench.md."""
+    install(session, ONNX_PEER)
     session.run("python", "-m", "sam3spec", "bench", "--target", "cpu", "--build", *manifest_args(session))
 
 

@@ -187,17 +187,9 @@ def cmd_tune(args) -> int:
     if (args.tracker or args.key or tracker) and (problem := tuning.tracker_problem(address or "", key)):
         print(f"--tracker {address}: {problem}", file=sys.stderr)
         return EXIT_INVALID
-    extra = [*(["--tasks", str(args.tasks)] if args.tasks else []), *(["--trials", str(args.trials)] if args.trials else []),
-             *(["--tracker", address, "--key", key] if address else []), *(["--keep-slower"] if args.keep_slower else [])]
-    results = tuning.run(plan, _root(), args.target, names, extra, Path(args.records).resolve() if args.records else None)
-    print()
-    for name, result in results.items():
-        tasks = result.get("tasks", [])
-        beat = sum(t["tuned_ms"] is not None and (t["rules_ms"] is None or t["tuned_ms"] < t["rules_ms"]) for t in tasks)
-        kept = sum(t["kept"] for t in tasks)
-        print(f"{name}: {result.get('status')}"
-              + (f", {beat} of {len(tasks)} tuned tasks beat the rules, {kept} records kept" if tasks else "")
-              + (f": {result['error']}" if result.get("error") else ""))
+    results = tuning.run(plan, _root(), args.target, names, tuning.script_arguments(args, address, key),
+                         Path(args.records).resolve() if args.records else None)
+    print("\n" + "\n".join(tuning.summary(results)))
     return 0 if all(r.get("status") == "ok" for r in results.values()) else 1
 
 
@@ -290,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
     p.add_argument("--component", "-c", action="append", default=[], help="only this component (repeatable)")
     p.add_argument("--tasks", type=int, help="tasks per component (default: the manifest's tuning.tasks)")
+    p.add_argument("--task", action="append", default=[], metavar="NAME",
+                   help="only this task (repeatable; names as tune.json lists them): re-tune one kernel")
     p.add_argument("--trials", type=int, help="measured candidates per task (default: the manifest's tuning.trials)")
     p.add_argument("--tracker", metavar="HOST:PORT",
                    help="measure on devices a TVM RPC tracker holds (`python -m tvm.exec.rpc_tracker`)")

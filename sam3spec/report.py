@@ -182,7 +182,8 @@ def bench_markdown(bench: dict) -> str:
     where = (f"{bench['cpu']}; PyTorch {setting}; every call waited for." if "cuda" in setting
              else f"{bench['cpu']}, {bench['threads']} threads for both.")
     lines = [f"# {bench['manifest']} on {bench['target']}: TVM vs PyTorch eager", "",
-             f"{where} Medians over turns alternating PyTorch and TVM "
+             f"{where} Medians over turns alternating PyTorch and TVM"
+             f"{' and ONNX Runtime' if any('onnxruntime' in r for r in bench['components']) else ''} "
              "(in each turn an untimed call, then the timed one). FLOPs: multiply-adds x 2 of matmuls, "
              "convolutions and attention (torch.utils.flop_counter).", "",
              "| component | TVM ms | PyTorch ms | TVM / PyTorch | GFLOP | TVM GFLOP/s | PyTorch GFLOP/s | repeats |",
@@ -190,16 +191,31 @@ def bench_markdown(bench: dict) -> str:
     tf32 = all("ratio_tf32" in r for r in bench["components"]) and bench["components"]
     if tf32:  # float32 on a GPU: strict fp32 above, TF32 (a second alternating series) in two more columns
         lines[-2:] = [lines[-2] + " PyTorch TF32 ms | TVM / PyTorch TF32 |", lines[-1] + "---|---|"]
+    ort = [r for r in bench["components"] if "onnxruntime" in r]
+    if ort:  # ONNX Runtime, a third runtime in the same alternating turns
+        lines[-2:] = [lines[-2] + " ONNX Runtime ms | TVM / ONNX Runtime |", lines[-1] + "---|---|"]
     for r in bench["components"]:
         lines.append(f"| {r['component']} | {r['tvm_median_s'] * 1e3:.1f} | {r['torch_median_s'] * 1e3:.1f} | "
                      f"{r['ratio']:.2f} | {r['flops'] / 1e9:.1f} | {r['tvm_gflops']:.1f} | {r['torch_gflops']:.1f} | "
-                     f"{r['repeats']} |" + (f" {r['torch_tf32_median_s'] * 1e3:.1f} | {r['ratio_tf32']:.2f} |" if tf32 else ""))
+                     f"{r['repeats']} |" + (f" {r['torch_tf32_median_s'] * 1e3:.1f} | {r['ratio_tf32']:.2f} |" if tf32 else "")
+                     + ((f" {r['ort_median_s'] * 1e3:.1f} | {r['ratio_ort']:.2f} |" if "ort_median_s" in r
+                         else f" {r.get('onnxruntime', {}).get('status', '')} | |") if ort else ""))
     total_tvm = sum(r["tvm_median_s"] for r in bench["components"])
     total_torch = sum(r["torch_median_s"] for r in bench["components"])
+    ran = [r for r in ort if "ort_median_s" in r]
     lines.append(f"| all | {total_tvm * 1e3:.1f} | {total_torch * 1e3:.1f} | {total_tvm / total_torch:.2f} | | | | |"
                  + (f" {sum(r['torch_tf32_median_s'] for r in bench['components']) * 1e3:.1f} | "
                     f"{sum(r['tvm_median_s_tf32_run'] for r in bench['components']) / sum(r['torch_tf32_median_s'] for r in bench['components']):.2f} |"
-                    if tf32 else ""))
+                    if tf32 else "")
+                 + ((f" {sum(r['ort_median_s'] for r in ran) * 1e3:.1f} | "
+                     f"{sum(r['tvm_median_s'] for r in ran) / sum(r['ort_median_s'] for r in ran):.2f} |" if ran else " | |")
+                    if ort else ""))
+    if ort:
+        lines += ["", "ONNX Runtime: the same exported program through torch.onnx (dynamo), CPU execution provider, "
+                  f"ORT_ENABLE_ALL, {bench['threads']} intra-op threads; its `all` sums the components it ran."]
+        lines += [f"- {r['component']}: max abs difference to PyTorch {r['onnxruntime']['max_abs_vs_pytorch']:.2e}"
+                  if r["onnxruntime"]["status"] == "ok" else
+                  f"- {r['component']}: {r['onnxruntime']['status']}: {r['onnxruntime']['reason']}" for r in ort]
     return "\n".join(lines) + "\n"
 
 

@@ -32,6 +32,28 @@ def tracker_problem(address: str, key: str | None) -> str | None:
     return None
 
 
+def script_arguments(args, address: str | None, key: str | None) -> list[str]:
+    """The command line's choices as the generated tune script's options."""
+    out = [*(["--tasks", str(args.tasks)] if args.tasks else []), *(["--trials", str(args.trials)] if args.trials else [])]
+    out += ["--tracker", address, "--key", key] if address else []
+    out += ["--keep-slower"] if args.keep_slower else []
+    return out + [a for name in args.task for a in ("--task", name)]
+
+
+def summary(results: dict[str, dict]) -> list[str]:
+    """One line per component: how many tuned tasks beat the rules, how many records were kept."""
+    lines = []
+    for name, result in results.items():
+        tasks = result.get("tasks", [])
+        beat = sum(t["tuned_ms"] is not None and (t["rules_ms"] is None or t["tuned_ms"] < t["rules_ms"])
+                   for t in tasks)
+        lines.append(f"{name}: {result.get('status')}"
+                     + (f", {beat} of {len(tasks)} tuned tasks beat the rules, {sum(t['kept'] for t in tasks)} "
+                        "records kept" if tasks else "")
+                     + (f": {result['error']}" if result.get("error") else ""))
+    return lines
+
+
 def run(plan: Plan, root: Path, target: str, names: list[str], extra: list[str],
         records_root: Path | None = None) -> dict[str, dict]:
     """Export where needed, then tune each component (records under `records_root`/<component> instead of

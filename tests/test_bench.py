@@ -21,6 +21,32 @@ def test_turns_alternate_with_an_untimed_call_first():
     assert result["ratio"] == pytest.approx(result["tvm_median_s"] / result["torch_median_s"])
 
 
+def test_onnx_runtime_takes_its_turn_after_tvm():
+    order = []
+    result = bench.measure(lambda: order.append("torch"), lambda: order.append("tvm"), repeats=2, min_repeats=2,
+                           peers={"ort": lambda: order.append("ort")})
+    assert order == ["torch", "tvm", "ort"] + ["torch", "torch", "tvm", "tvm", "ort", "ort"] * 2
+    assert len(result["ort_s"]) == 2
+    assert result["ratio_ort"] == pytest.approx(result["tvm_median_s"] / result["ort_median_s"])
+
+
+def test_bench_table_has_the_onnx_runtime_column_and_says_why_it_did_not_run():
+    from sam3spec.report import bench_markdown
+
+    row = {"flops": 2e9, "tvm_gflops": 20.0, "torch_gflops": 10.0, "repeats": 3}
+    bench_md = bench_markdown({"manifest": "m", "target": "cpu", "cpu": "x", "threads": 2, "components": [
+        {**row, "component": "a", "tvm_median_s": 0.1, "torch_median_s": 0.2, "ratio": 0.5, "ort_median_s": 0.4,
+         "ratio_ort": 0.25, "onnxruntime": {"status": "ok", "max_abs_vs_pytorch": 3e-6}},
+        {**row, "component": "b", "tvm_median_s": 0.3, "torch_median_s": 0.3, "ratio": 1.0,
+         "onnxruntime": {"status": "failed", "reason": "UnsupportedOperatorError: aten::foo"}}]})
+    assert "| ONNX Runtime ms | TVM / ONNX Runtime |" in bench_md
+    assert "| a | 100.0 | 200.0 | 0.50 |" in bench_md and "| 400.0 | 0.25 |" in bench_md
+    assert "| b | 300.0 | 300.0 | 1.00 |" in bench_md and "| failed | |" in bench_md
+    assert "| all | 400.0 | 500.0 | 0.80 | | | | | 400.0 | 0.25 |" in bench_md  # ORT's sum: what it ran
+    assert "- a: max abs difference to PyTorch 3.00e-06" in bench_md
+    assert "- b: failed: UnsupportedOperatorError: aten::foo" in bench_md
+
+
 def test_repeats_scale_with_call_time():
     assert bench.repeats_for(10.0, 3) == 3
     assert bench.repeats_for(0.1, 3) == 20

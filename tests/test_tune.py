@@ -136,3 +136,13 @@ def test_tune_says_in_one_line_what_is_wrong_with_the_tracker(tiny_plan):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "no TVM RPC tracker answers there" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_tune_lists_the_tasks_when_asked_for_one_it_does_not_have(tiny_port, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sam3spec", "tune", "manifests/sam3-image-tiny.yaml", "-c",
+                           COMPONENT, "--task", "no_such_task", "--records", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = json.loads((ROOT / "build" / "sam3-image-tiny" / "cpu" / COMPONENT / "tune.json").read_text())
+    assert proc.returncode == 1 and result["status"] == "failed"
+    assert "no task no_such_task in scoring_box_head" in result["error"] and "fused_matmul" in result["error"]
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from sam3spec.runtime import model as model_lib, samples
+from sam3spec.runtime import model as model_lib, onnx_peer, samples
 from sam3spec.runtime.artifacts import heartbeat, progress
 from sam3spec.runtime.loader import Component
 from sam3spec.runtime.resolve import resolve
@@ -46,21 +46,42 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int) -> dict:
-    """One warm-up each, then `repeats` turns alternating torch and tvm; in each turn an untimed call, then
-    the timed one. Right after the other runtime a call is slower while that one's threads, memory and
-    caches wind down (scoring_box_head 6.3 ms against 2.9 ms, the ViT trunk 20.2 s against 18.4 s), for
-    either runtime; the untimed call absorbs that, so both are measured warm. Per-call seconds."""
-    warm = [_timed(torch_call), _timed(tvm_call)]
+def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int, peers: dict | None = None) -> dict:
+    """One warm-up each, then `repeats` turns alternating torch, tvm and each of `peers` (name -> call); in each
+    turn an untimed call, then the timed one. Right after another runtime a call is slower while that one's
+    threads, memory and caches wind down (scoring_box_head 6.3 ms against 2.9 ms, the ViT trunk 20.2 s against
+    18.4 s), for either runtime; the untimed call absorbs that, so all are measured warm. Per-call seconds."""
+    calls = {"torch": torch_call, "tvm": tvm_call, **(peers or {})}
+    warm = [_timed(call) for call in calls.values()]
     n = repeats or repeats_for(max(warm), min_repeats)
-    torch_s, tvm_s = [], []
+    times = {name: [] for name in calls}
     for _ in range(n):
-        for call, times in ((torch_call, torch_s), (tvm_call, tvm_s)):
+        for name, call in calls.items():
             call()
-            times.append(_timed(call))
-    t_med, v_med = statistics.median(torch_s), statistics.median(tvm_s)
-    return {"repeats": n, "torch_s": torch_s, "tvm_s": tvm_s, "torch_median_s": t_med, "tvm_median_s": v_med,
-            "ratio": v_med / t_med}
+            times[name].append(_timed(call))
+    out = {"repeats": n}
+    for name in calls:
+        out[f"{name}_s"], out[f"{name}_median_s"] = times[name], statistics.median(times[name])
+    out["ratio"] = out["tvm_median_s"] / out["torch_median_s"]
+    for name in peers or {}:
+        out[f"ratio_{name}"] = out["tvm_median_s"] / out[f"{name}_median_s"]
+    return out
+
+
+def onnx_peer_for(component_dir: Path, module, args, threads: int) -> tuple[dict, dict]:
+    """({"ort": call} or {}, what bench.json says of ONNX Runtime for this component: its max abs difference to
+    PyTorch, or why it did not run)."""
+    if reason := onnx_peer.missing():
+        return {}, {"status": "not run", "reason": reason}
+    try:
+        path = onnx_peer.exported(component_dir, args)
+        call, outputs = onnx_peer.session(path, args, threads)
+        with torch.no_grad():
+            error = onnx_peer.max_abs(outputs, module(*args))
+    except Exception as exc:  # noqa: BLE001 - an op torch.onnx or ONNX Runtime does not take: say which
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        return {}, {"status": "failed", "reason": f"{type(exc).__name__}: {lines[-1][:300] if lines else ''}"}
+    return {"ort": call}, {"status": "ok", "max_abs_vs_pytorch": error}
 
 
 def _pytorch_setting(where: str, autocast: str | None) -> str:
@@ -107,11 +128,13 @@ def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict,
             compiled.run_tensors(tvm_args)
             compiled.device.sync()
 
+        peers, onnx = ({}, None) if gpu else onnx_peer_for(Path(build_dir) / comp["name"], module, args,
+                                                            torch.get_num_threads())
         with heartbeat(f"bench {comp['name']}"):
             strict = gpu and autocast is None  # float32 on a GPU: against strict fp32, and against TF32 too
             if strict:
                 tf32(False)
-            timing = measure(torch_call, tvm_call, repeats, min_repeats)
+            timing = measure(torch_call, tvm_call, repeats, min_repeats, peers)
             if strict:
                 tf32(True)
                 with_tf32 = measure(torch_call, tvm_call, repeats, min_repeats)
@@ -120,10 +143,12 @@ def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict,
         count = flops(module, args)
         results.append({"component": comp["name"], "dims": example, "threads": torch.get_num_threads(),
                         "pytorch": _pytorch_setting(where, autocast),
-                        "tvm_threads": compiled.threads, "flops": count,
+                        "tvm_threads": compiled.threads, "flops": count, **({"onnxruntime": onnx} if onnx else {}),
                         "tvm_gflops": count / timing["tvm_median_s"] / 1e9,
                         "torch_gflops": count / timing["torch_median_s"] / 1e9, **timing})
         progress(f"bench {comp['name']}: TVM {timing['tvm_median_s'] * 1e3:.1f} ms, PyTorch "
-                 f"{timing['torch_median_s'] * 1e3:.1f} ms, ratio {timing['ratio']:.2f} ({timing['repeats']} repeats)")
+                 f"{timing['torch_median_s'] * 1e3:.1f} ms, ratio {timing['ratio']:.2f} ({timing['repeats']} repeats)"
+                 + (f"; ONNX Runtime {timing['ort_median_s'] * 1e3:.1f} ms" if "ort_median_s" in timing else
+                    f"; ONNX Runtime {onnx['status']}: {onnx['reason']}" if onnx else ""))
         del compiled, module
     return results

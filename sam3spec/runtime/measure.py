@@ -4,8 +4,11 @@ processes import it to find `build`."""
 
 from __future__ import annotations
 
-EVALUATOR = {"number": 3, "repeat": 1, "min_repeat_ms": 100, "enable_cpu_cache_flush": False}
+EVALUATOR = {"number": 2, "repeat": 1, "min_repeat_ms": 50, "enable_cpu_cache_flush": False}
 BUILD_TIMEOUT_S = 300
+RUN_TIMEOUT_S = 120  # the rules' own measurement; candidates get `candidate_timeout` of it
+SLOWER = 8  # a candidate more than this many times slower than the rules is cut off (a 98 GFLOP convolution
+# ran ~0.5 s with the rules: MetaSchedule's first random candidates can take minutes each)
 
 
 def build(mod, target, _params):
@@ -24,34 +27,57 @@ def builder(workers: int = 1):
     return ms.builder.LocalBuilder(max_workers=workers, timeout_sec=BUILD_TIMEOUT_S, f_build=build)
 
 
-def runner(tracker: dict | None):
+def candidate_timeout(rules_secs: float | None) -> float:
+    """Seconds a candidate may run (warm-up and timed calls): SLOWER x what the rules took, at least 5 s."""
+    calls = 1 + EVALUATOR["number"] * EVALUATOR["repeat"]
+    return RUN_TIMEOUT_S if rules_secs is None else min(RUN_TIMEOUT_S, max(5.0, SLOWER * rules_secs * calls))
+
+
+# the final comparison of the rules' schedule with the best record: more calls, the median of five repeats (the
+# search's single repeat moved by up to 60% between runs on this 2-core machine: 3.3 ms and 5.3 ms, one kernel)
+FINAL = {"number": 3, "repeat": 5, "min_repeat_ms": 100, "enable_cpu_cache_flush": False}
+
+
+def runner(tracker: dict | None, timeout_s: float = RUN_TIMEOUT_S, evaluator: dict | None = None):
     """On this machine, or through TVM's RPC tracker (`address` HOST:PORT, `key`) on a device it holds."""
     from tvm.s_tir import meta_schedule as ms
 
-    evaluator = ms.runner.EvaluatorConfig(**EVALUATOR)
+    evaluator = ms.runner.EvaluatorConfig(**(evaluator or EVALUATOR))
     if not tracker:
-        return ms.runner.LocalRunner(evaluator_config=evaluator)
+        return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator)
     host, _, port = tracker["address"].rpartition(":")
     config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=tracker["key"],
-                                 session_timeout_sec=120)
+                                 session_timeout_sec=int(timeout_s) + 30)
     return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator)
 
 
 def seconds(func_mod, target, run) -> tuple[float | None, str | None]:
     """Seconds per call of an already scheduled TIR module, built and timed as MetaSchedule times candidates
     (None and why, where it does not build or run)."""
+    return timed([func_mod], target, run)[0]
+
+
+def timed(func_mods: list, target, run) -> list[tuple[float | None, str | None]]:
+    """Each scheduled TIR module built, then all run one after the other by `run`: (median seconds per call of
+    its repeats, None), or (None, why) where one does not build or run."""
+    import statistics
+
     from tvm.s_tir import meta_schedule as ms
 
-    built = builder().build([ms.builder.BuilderInput(func_mod, target)])[0]
-    if built.error_msg:
-        return None, _last_line(built.error_msg)
-    args = ms.arg_info.ArgInfo.from_prim_func(func_mod["main"])
+    built = builder().build([ms.builder.BuilderInput(m, target) for m in func_mods])
     device = "cpu" if target.kind.name == "llvm" else target.kind.name  # tvm.device's name for LLVM's code
-    result = run.run([ms.runner.RunnerInput(built.artifact_path, device, args)])[0].result()
-    if result.error_msg:
-        return None, _last_line(result.error_msg)
-    secs = [float(s) for s in result.run_secs]
-    return sum(secs) / len(secs), None
+    inputs = [ms.runner.RunnerInput(b.artifact_path, device, ms.arg_info.ArgInfo.from_prim_func(m["main"]))
+              for m, b in zip(func_mods, built) if not b.error_msg]
+    results = iter([f.result() for f in run.run(inputs)] if inputs else [])
+    out = []
+    for b in built:
+        if b.error_msg:
+            out.append((None, _last_line(b.error_msg)))
+            continue
+        r = next(results)
+        out.append((None, _last_line(r.error_msg)) if r.error_msg else
+                   (statistics.median(float(s) for s in r.run_secs), None))
+    return out
 
 
 def _last_line(text: str) -> str:

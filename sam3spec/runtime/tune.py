@@ -107,12 +107,17 @@ def merge(directory: Path, tuned: list) -> None:
     if old is not None:
         keep = [r for r in old.get_all_tuning_records()
                 if not any(tvm_ffi.structural_equal(r.workload.mod, m) for m in tuned_mods)]
-    if old is None and not any(r is not None for _, r in tuned):
-        return  # nothing tuned beat the rules, and there were no records: no files
+    records = keep + [r for _, r in tuned if r is not None]
+    if not records:  # nothing beat the rules and nothing else is kept: no files
+        for name in (records_lib.WORKLOADS, records_lib.RECORDS):
+            (directory / name).unlink(missing_ok=True)
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+        return
     directory.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.") as tmp:
         new = records_lib.database(tmp, create=True)
-        for rec in keep + [r for _, r in tuned if r is not None]:
+        for rec in records:
             new.commit_tuning_record(rec.__class__(rec.trace, new.commit_workload(rec.workload.mod), rec.run_secs,
                                                    rec.target, rec.args_info))
         del new
@@ -132,32 +137,48 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
         mod, _, _ = import_program(out, component, converters)
         tgt = tvm_target(target)
         tasks = [t for t in extract(mod, tgt, pipeline, options, dynamic) if t["flops"] >= budget.get("min_flops", 0)]
-        chosen = tasks[:budget["tasks"]]
+        if budget.get("only"):  # --task NAME: these tasks, whatever their rank
+            unknown = sorted(set(budget["only"]) - {t["name"] for t in tasks})
+            if unknown:
+                raise ValueError(f"no task {', '.join(unknown)} in {component} (its tasks, heaviest first: "
+                                 f"{', '.join(t['name'] for t in tasks[:12])}{', ...' if len(tasks) > 12 else ''})")
+            chosen = [t for t in tasks if t["name"] in budget["only"]]
+        else:
+            chosen = tasks[:budget["tasks"]]
         total = sum(t["flops"] * t["calls"] for t in tasks) or 1.0
         progress(f"{component}: {len(tasks)} tasks; tuning {len(chosen)}, "
                  f"{100 * sum(t['flops'] * t['calls'] for t in chosen) / total:.0f}% of its FLOPs")
-        runner = measure.runner(budget.get("tracker"))
         result["tracker"] = budget.get("tracker")
         result["tasks"], tuned = [], []
         for i, task in enumerate(chosen, 1):
             label = f"{component}: task {i}/{len(chosen)} {task['name']}"
             started = time.monotonic()
             func_mod = task["task"].dispatched[0]
-            rules_secs, why = measure.seconds(rules_schedule(func_mod, tgt, pipeline, options), tgt, runner)
+            rules_mod = rules_schedule(func_mod, tgt, pipeline, options)
+            rules_secs, why = measure.seconds(rules_mod, tgt, measure.runner(budget.get("tracker")))
             if why:
                 progress(f"{label}: the rules' schedule did not run ({why})")
+            else:
+                progress(f"{label}: the rules take {_ms(rules_secs)} ({task['flops'] / rules_secs / 1e9:.1f} GFLOP/s); "
+                         f"tuning, {budget['trials']} trials")
+            runner = measure.runner(budget.get("tracker"), measure.candidate_timeout(rules_secs))
             with tempfile.TemporaryDirectory(prefix="sam3spec-tune-") as work:
-                record, secs = tune_one(task, tgt, runner, budget["trials"], budget.get("per_iteration", 64),
+                record, secs = tune_one(task, tgt, runner, budget["trials"], budget.get("per_iteration", 16),
                                         label, work)
+            search_secs = secs
+            if record is not None and rules_secs is not None:  # the decision: both again, side by side
+                (rules_secs, _), (secs, _) = measure.timed(
+                    [rules_mod, applied(record, func_mod)], tgt,
+                    measure.runner(budget.get("tracker"), evaluator=measure.FINAL))
             kept = secs is not None and (rules_secs is None or secs < rules_secs or budget.get("keep") == "all")
             tuned.append((func_mod, record if kept else None))
             entry = {"name": task["name"], "flops": task["flops"], "calls": task["calls"],
-                     "rules_ms": None if rules_secs is None else rules_secs * 1e3,
-                     "tuned_ms": None if secs is None else secs * 1e3, "kept": kept,
+                     "rules_ms": _ms_value(rules_secs), "tuned_ms": _ms_value(secs),
+                     "search_best_ms": _ms_value(search_secs), "kept": kept,
                      "seconds": round(time.monotonic() - started, 1)}
             result["tasks"].append(entry)
-            progress(f"{label}: rules {_ms(rules_secs)}, tuned {_ms(secs)}: "
-                     + ("record kept" if kept else "the rules stay"))
+            progress(f"{label}: side by side, rules {_ms(rules_secs)}, tuned {_ms(secs)} "
+                     f"(search best {_ms(search_secs)}): " + ("record kept" if kept else "the rules stay"))
         merge(Path(records), tuned)
         result["records"] = {"directory": records, "kept": sum(t["kept"] for t in result["tasks"])}
 
@@ -165,6 +186,8 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
 def add_budget_arguments(parser) -> None:
     """The generated tune script's options: they override the manifest's budget for one run."""
     parser.add_argument("--tasks", type=int, help="tune this many tasks, the heaviest first")
+    parser.add_argument("--task", action="append", default=[], metavar="NAME",
+                        help="tune this task (repeatable; its name as tune.json gives it) instead of the heaviest")
     parser.add_argument("--trials", type=int, help="measured candidates per task")
     parser.add_argument("--tracker", metavar="HOST:PORT", help="a TVM RPC tracker (python -m tvm.exec.rpc_tracker)")
     parser.add_argument("--key", help="the device key its servers registered with")
@@ -186,7 +209,22 @@ def budget(base: dict, args) -> dict:
         out["tracker"] = tracker
     if args.keep_slower:
         out["keep"] = "all"
+    if args.task:
+        out["only"] = list(args.task)
     return out
+
+
+def applied(record, func_mod):
+    """The task's module with a record's schedule (its trace replayed, postprocessors included)."""
+    from tvm.s_tir import Schedule
+
+    sch = Schedule(func_mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    return sch.mod
+
+
+def _ms_value(secs: float | None) -> float | None:
+    return None if secs is None else secs * 1e3
 
 
 def _ms(secs: float | None) -> str:
