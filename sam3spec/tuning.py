@@ -16,14 +16,17 @@ def tracker_problem(address: str, key: str | None) -> str | None:
 
     from tvm import rpc
 
-    host, _, port_text = address.rpartition(":")
-    if not host or not port_text.isdigit():
+    from sam3spec.runtime.verify import host_port
+
+    try:
+        host, port_number = host_port(address)
+    except ValueError:
         return "need HOST:PORT (a `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190` there)"
     if not key:
         return "needs a device key (--key, or tuning.tracker.key in the manifest)"
     try:
-        socket.create_connection((host, int(port_text)), timeout=10).close()
-        servers = rpc.connect_tracker(host, int(port_text)).summary().get("queue_info", {})
+        socket.create_connection((host, port_number), timeout=10).close()
+        servers = rpc.connect_tracker(host, port_number).summary().get("queue_info", {})
     except Exception as exc:  # noqa: BLE001 - refused, or not a tracker (TVM raises its own error types)
         return f"no TVM RPC tracker answers there ({str(exc).strip().splitlines()[-1][:200]})"
     if key not in servers:

@@ -10,6 +10,7 @@ import tvm
 from tvm import tirx
 from tvm.ir import IRModule
 
+from sam3spec.pipelines import records
 from sam3spec.pipelines.cpu import function_rules
 from sam3spec.pipelines.cpu.config import DEFAULT_CFG, TileConfig
 
@@ -46,11 +47,6 @@ def schedule_prim_func(
     return func
 
 
-def _is_scheduled(func: tirx.PrimFunc) -> bool:
-    attrs = func.attrs
-    return attrs is not None and "tirx.is_scheduled" in attrs and bool(attrs["tirx.is_scheduled"])
-
-
 def lowers(func: tirx.PrimFunc, target: tvm.target.Target) -> bool:
     """Whether `func` gets through the default TIR lowering (no LLVM codegen)."""
     try:
@@ -83,7 +79,7 @@ def schedule_pass(
         cfg = TileConfig.for_target(tgt)
         updates = {}
         for gvar, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+            if not isinstance(func, tirx.PrimFunc) or records.scheduled(func):
                 continue
             name = gvar.name_hint
             new = schedule_prim_func(func, cfg, stats, name, tgt, rules)
