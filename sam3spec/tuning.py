@@ -57,10 +57,22 @@ def summary(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def collect_problem(directory: Path, names: list[str]) -> str | None:
+    """Why `directory` holds no timed stage for one of the components (None when all have one)."""
+    for name in names:
+        if not (directory / name / "stage.json").is_file():
+            return f"no stage of {name} there (build one with --stage {directory})"
+        if not (directory / name / "timings.json").is_file():
+            return (f"{name}'s stage has not been timed: run `python -m sam3spec.runtime.staged_timing "
+                    f"{directory / name}` where the device is, and copy its timings.json back")
+    return None
+
+
 def run(plan: Plan, root: Path, target: str, names: list[str], extra: list[str],
-        records_root: Path | None = None) -> dict[str, dict]:
+        records_root: Path | None = None, stages: dict[str, Path] | None = None) -> dict[str, dict]:
     """Export where needed, then tune each component (records under `records_root`/<component> instead of
-    tuning/ where given); returns component -> its tune.json."""
+    tuning/ where given; `stages` {"--stage" or "--collect": DIR}: that step of the staged tuning, in
+    DIR/<component>); returns component -> its tune.json."""
     touched = render.write(render.render(plan, root), root / "generated", [plan.name])
     print(f"generate: {len(touched)} file(s) changed", flush=True)
     results = {}
@@ -74,6 +86,7 @@ def run(plan: Plan, root: Path, target: str, names: list[str], extra: list[str],
         (out / "tune.json").unlink(missing_ok=True)
         script = plan.generated_dir(root) / name / f"tune_{target}.py"
         where = ["--records", str(records_root / name)] if records_root else []
+        where += [a for flag, d in (stages or {}).items() for a in (flag, str(d / name))]
         port.run_script(root, script, out / "tune.json", *extra, *where)
         results[name] = read_result(out, "tune") or {"status": "failed"}
     return results

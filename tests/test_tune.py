@@ -146,3 +146,40 @@ def test_tune_lists_the_tasks_when_asked_for_one_it_does_not_have(tiny_port, tmp
     assert proc.returncode == 1 and result["status"] == "failed"
     assert "no task no_such_task in scoring_box_head" in result["error"] and "fused_matmul" in result["error"]
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_staged_tuning_builds_here_times_elsewhere_and_keeps_what_beat_the_rules(tiny_port, tmp_path):
+    """`--stage`, the device's `staged_timing` (here: this CPU, a process per task), `--collect`: the records hold
+    a task's best candidate exactly where it ran faster than the rules' schedule in the same timing run, and a
+    second --stage is the next round, its cost model trained on the first round's timings."""
+    stage, records = tmp_path / "stage", tmp_path / "records"
+    base = [sys.executable, "-m", "sam3spec", "tune", "manifests/sam3-image-tiny.yaml", "-c", COMPONENT,
+            "--records", str(records)]
+    early = subprocess.run(base + ["--collect", str(stage)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert early.returncode == 2 and f"no stage of {COMPONENT} there" in early.stderr
+    staged = subprocess.run(base + ["--tasks", "1", "--trials", "4", "--stage", str(stage)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
+    assert staged.returncode == 0, staged.stdout[-3000:] + staged.stderr[-3000:]
+    plan = json.loads((stage / COMPONENT / "stage.json").read_text())
+    assert plan["round"] == 1 and len(plan["tasks"]) == 1
+    task = plan["tasks"][0]
+    assert task["rules"] == "rules.so" and task["candidates"]
+    timing = subprocess.run([sys.executable, "-m", "sam3spec.runtime.staged_timing", str(stage / COMPONENT)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert timing.returncode == 0, timing.stderr[-3000:]
+    timings = json.loads((stage / COMPONENT / "timings.json").read_text())[task["name"]]
+    assert set(timings) == {"rules.so", *(c["file"] for c in task["candidates"])}
+    collected = subprocess.run(base + ["--collect", str(stage)], cwd=ROOT, capture_output=True, text=True,
+                               timeout=300)
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    result = json.loads((ROOT / "build" / "sam3-image-tiny" / "cpu" / COMPONENT / "tune.json").read_text())
+    entry = result["tasks"][0]
+    ran = [v["secs"] for k, v in timings.items() if k != "rules.so" and "secs" in v]
+    assert entry["candidates_ran"] == len(ran) and entry["rules_ms"] == pytest.approx(timings["rules.so"]["secs"] * 1e3)
+    assert entry["tuned_ms"] == pytest.approx(min(ran) * 1e3)
+    assert entry["kept"] == (min(ran) < timings["rules.so"]["secs"])
+    assert (records / COMPONENT / "database_tuning_record.json").is_file() == entry["kept"]
+    again = subprocess.run(base + ["--tasks", "1", "--trials", "4", "--stage", str(stage)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and json.loads((stage / COMPONENT / "stage.json").read_text())["round"] == 2
+    assert f"cost model trained on {len(ran)} timings" in again.stderr

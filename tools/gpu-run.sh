@@ -6,7 +6,8 @@
 #
 #   usage: tools/gpu-run.sh MANIFEST TARGET [TARGET ...]   (results under build/<name>/<target>/)
 #   JOBS: components verified at once (default 4); BENCH=0 skips the timing; COMPONENTS="a b": only these;
-#   PROFILE="a b": also these components kernel by kernel (build/<name>/<target>/profile.md)
+#   PROFILE="a b": also these components kernel by kernel (build/<name>/<target>/profile.md);
+#   MEASURE="DIR ...": afterwards, time the tuning stages in DIR/<component> (`tune --stage`), timings.json there
 set -uo pipefail
 manifest=$1; shift
 mkdir -p /tmp/site
@@ -27,5 +28,10 @@ for target in "$@"; do
   if [ -n "${PROFILE:-}" ]; then
     python3 -m sam3spec profile "$manifest" --target "$target" $(for name in $PROFILE; do printf -- "-c %s " "$name"; done) || status=1
   fi
+done
+for stage in ${MEASURE:-}; do
+  for dir in "$stage"/*/; do
+    [ -f "$dir/stage.json" ] && { python3 -m sam3spec.runtime.staged_timing "$dir" || status=1; }
+  done
 done
 exit $status

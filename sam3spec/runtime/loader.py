@@ -43,10 +43,11 @@ def runtime_libraries(kind: str) -> None:
 _LOADED: set = set()
 
 
-def cuda_jit(arch: str) -> None:
+def cuda_jit(arch: str, cache: Path | None = None) -> None:
     """A CUDA library from apache-tvm 0.27 holds CUDA C, compiled when loaded through the global function
     ``tvm_callback_cuda_compile``. tvm's own (tvm.support.nvcc, NVRTC by default) needs the TVM compiler
-    library, absent with the runtime alone: where nvcc is on PATH, compile with it to a fatbin for `arch`."""
+    library, absent with the runtime alone: where nvcc is on PATH, compile with it to a fatbin for `arch` (kept in
+    `cache` by the source's hash where given: the staged tuning compiles its candidates in parallel first)."""
     import shutil
 
     import tvm_ffi
@@ -56,13 +57,24 @@ def cuda_jit(arch: str) -> None:
         return
 
     def compile_cuda(code, *_target):
+        import hashlib
         import subprocess
         import tempfile
 
+        key = hashlib.sha256((arch + "\n" + code).encode()).hexdigest()
+        cached = cache / f"{key}.fatbin" if cache else None
+        if cached is not None and cached.is_file():
+            return bytearray(cached.read_bytes())
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "kernels.cu").write_text(code)
             subprocess.run([nvcc, "--fatbin", "-O3", f"-arch={arch}", "-o", "kernels.fatbin", "kernels.cu"],
                            cwd=tmp, check=True, capture_output=True, text=True)
+            if cached is not None:  # written whole, then renamed: a parallel reader sees all of it or nothing
+                cache.mkdir(parents=True, exist_ok=True)
+                part = cached.with_suffix(f".{os.getpid()}.part")
+                shutil.copyfile(Path(tmp) / "kernels.fatbin", part)
+                part.replace(cached)
+                return bytearray(cached.read_bytes())
             return bytearray((Path(tmp) / "kernels.fatbin").read_bytes())
 
     tvm_ffi.register_global_func("tvm_callback_cuda_compile", compile_cuda, override=True)

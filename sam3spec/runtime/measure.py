@@ -72,14 +72,25 @@ def timed(func_mods: list, target, run) -> list[tuple[float | None, str | None]]
     out = []
     for b in built:
         if b.error_msg:
-            out.append((None, _last_line(b.error_msg)))
+            out.append((None, last_line(b.error_msg)))
             continue
         r = next(results)
-        out.append((None, _last_line(r.error_msg)) if r.error_msg else
+        out.append((None, last_line(r.error_msg)) if r.error_msg else
                    (statistics.median(float(s) for s in r.run_secs), None))
     return out
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
+
+
+def export_shared(rt_mod) -> str:
+    """A built candidate as a shared library (device code embedded), which TVM's runtime alone loads: the staged
+    tuning's device has no compiler to link MetaSchedule's default tar archive."""
+    import os
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(prefix="sam3spec-candidate-"), "kernel.so")
+    rt_mod.export_library(path)
+    return path

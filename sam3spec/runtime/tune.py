@@ -17,14 +17,15 @@ from sam3spec.runtime.compile import import_program, tvm_target
 from sam3spec.runtime.resolve import resolve
 
 
-def extract(mod, tgt, pipeline, options: dict, dynamic: bool) -> list[dict]:
-    """Every PrimFunc the schedule step gets, heaviest first (FLOPs per call x calls): name, flops, calls, task."""
+def extract(mod, tgt, pipeline, options: dict, dynamic: bool, search_target=None) -> list[dict]:
+    """Every PrimFunc the schedule step gets, heaviest first (FLOPs per call x calls): name, flops, calls, task
+    (whose target, `search_target` where given, is the one MetaSchedule searches and builds for)."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
     staged = resolve(pipeline)(tgt, dynamic_shapes=dynamic, stop_before_schedule=True, **options)(mod)
     found = []
-    for task in ms.relax_integration.extract_tasks(staged, tgt):
+    for task in ms.relax_integration.extract_tasks(staged, search_target or tgt):
         func_mod = task.dispatched[0]
         if not static(func_mod["main"]):
             continue  # MetaSchedule measures static shapes only: a dynamic dim's kernels keep the rules
@@ -77,11 +78,29 @@ def _progress_callback(label: str, flops: float, trials: int):
     return _Progress()
 
 
-def tune_one(task: dict, tgt, runner, trials: int, per_iteration: int, label: str, work_dir: str):
+def space(budget: dict):
+    """MetaSchedule's design space: its default rules for the target, its named rule set (`space`: cuda-tensorcore,
+    the tensor-core tiling with its postprocessors and mutators), or one of :mod:`sam3spec.runtime.spaces`."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from sam3spec.runtime.spaces import SPACES
+
+    kind = budget.get("space", "default")
+    if kind == "default":
+        return "post-order-apply"
+    if kind in SPACES:
+        return SPACES[kind]()
+    import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the intrinsics the tensor-core rules tile with
+
+    return ms.space_generator.PostOrderApply(sch_rules=kind, postprocs=kind, mutator_probs=kind)
+
+
+def tune_one(task: dict, tgt, runner, trials: int, per_iteration: int, label: str, work_dir: str, budget: dict):
     """MetaSchedule's best record for one task, and its seconds per call (None where no candidate ran)."""
     from tvm.s_tir import meta_schedule as ms
 
-    ctx = ms.relax_integration.extracted_tasks_to_tune_contexts([task["task"]], work_dir, seed=0)[0]
+    ctx = ms.relax_integration.extracted_tasks_to_tune_contexts([task["task"]], work_dir, space=space(budget),
+                                                                 seed=0)[0]
     db = ms.tune.tune_tasks(
         tasks=ctx[:1], task_weights=[1.0], work_dir=work_dir, max_trials_global=trials,
         num_trials_per_iter=min(per_iteration, trials), builder=measure.builder(ctx[0].num_threads), runner=runner,
@@ -127,16 +146,29 @@ def merge(directory: Path, tuned: list) -> None:
 
 
 def run(*, component: str, target: dict, pipeline: str, converters: dict[str, str], dynamic: bool, out_dir: str,
-        records: str, budget: dict, pipeline_options: dict | None = None, pass_config: dict | None = None) -> None:
-    """Tune `budget["tasks"]` tasks of the component exported in `out_dir` (its tune.json says what happened)."""
+        records: str, budget: dict, pipeline_options: dict | None = None, pass_config: dict | None = None,
+        offline: dict | None = None) -> None:
+    """Tune `budget["tasks"]` tasks of the component exported in `out_dir` (its tune.json says what happened).
+    `offline` {"stage": DIR} builds one search round's candidates into DIR for a device to time, {"collect": DIR}
+    reads its timings back (:mod:`sam3spec.runtime.tune_staged`)."""
     import tvm
+
+    from sam3spec.runtime import tune_staged
 
     out = Path(out_dir)
     options = dict(pipeline_options or {})
     with step(out, "tune") as result, tvm.transform.PassContext(config=dict(pass_config or {})):
+        if (offline or {}).get("collect"):
+            result.update(tune_staged.collect(directory=Path(offline["collect"]), records=records,
+                                              keep_slower=budget.get("keep") == "all"))
+            return
         mod, _, _ = import_program(out, component, converters)
         tgt = tvm_target(target)
-        tasks = [t for t in extract(mod, tgt, pipeline, options, dynamic) if t["flops"] >= budget.get("min_flops", 0)]
+        # the device limits MetaSchedule checks candidates against (CUDA: threads per block, shared memory),
+        # which compile's own target leaves to the rules' defaults
+        search = tvm_target({**target, **budget["target"]}) if budget.get("target") else tgt
+        tasks = [t for t in extract(mod, tgt, pipeline, options, dynamic, search)
+                 if t["flops"] >= budget.get("min_flops", 0)]
         if budget.get("only"):  # --task NAME: these tasks, whatever their rank
             unknown = sorted(set(budget["only"]) - {t["name"] for t in tasks})
             if unknown:
@@ -148,6 +180,10 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
         total = sum(t["flops"] * t["calls"] for t in tasks) or 1.0
         progress(f"{component}: {len(tasks)} tasks; tuning {len(chosen)}, "
                  f"{100 * sum(t['flops'] * t['calls'] for t in chosen) / total:.0f}% of its FLOPs")
+        if (offline or {}).get("stage"):
+            result.update(tune_staged.stage(tgt=tgt, target=target, pipeline=pipeline, options=options, chosen=chosen,
+                                            budget=budget, directory=Path(offline["stage"]), component=component))
+            return
         result["tracker"] = budget.get("tracker")
         result["tasks"], tuned = [], []
         for i, task in enumerate(chosen, 1):
@@ -163,8 +199,8 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
                          f"tuning, {budget['trials']} trials")
             runner = measure.runner(budget.get("tracker"), measure.candidate_timeout(rules_secs))
             with tempfile.TemporaryDirectory(prefix="sam3spec-tune-") as work:
-                record, secs = tune_one(task, tgt, runner, budget["trials"], budget.get("per_iteration", 16),
-                                        label, work)
+                record, secs = tune_one(task, search, runner, budget["trials"], budget.get("per_iteration", 16),
+                                        label, work, budget)
             search_secs = secs
             if record is not None and rules_secs is not None:  # the decision: both again, side by side
                 (rules_secs, _), (secs, _) = measure.timed(
@@ -192,6 +228,8 @@ def add_budget_arguments(parser) -> None:
     parser.add_argument("--tracker", metavar="HOST:PORT", help="a TVM RPC tracker (python -m tvm.exec.rpc_tracker)")
     parser.add_argument("--key", help="the device key its servers registered with")
     parser.add_argument("--records", metavar="DIR", help="write the records here instead of tuning/")
+    parser.add_argument("--stage", metavar="DIR", help="build one search round's candidates into DIR (no timing)")
+    parser.add_argument("--collect", metavar="DIR", help="read DIR's device timings back into the records")
     parser.add_argument("--keep-slower", action="store_true",
                         help="keep MetaSchedule's best even where the rules measured faster")
 
@@ -212,6 +250,11 @@ def budget(base: dict, args) -> dict:
     if args.task:
         out["only"] = list(args.task)
     return out
+
+
+def offline(args) -> dict | None:
+    """--stage DIR or --collect DIR: the staged tuning's step (None: search and time here or on the tracker)."""
+    return {"stage": args.stage} if args.stage else {"collect": args.collect} if args.collect else None
 
 
 def applied(record, func_mod):

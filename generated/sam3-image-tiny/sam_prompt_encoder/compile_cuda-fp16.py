@@ -41,4 +41,5 @@ if __name__ == "__main__":
         converters=CONVERTERS,
         dynamic=True,
         out_dir=str(ROOT / "build" / 'sam3-image-tiny' / 'cuda-fp16' / 'sam_prompt_encoder'),
+        records=str(ROOT / "tuning" / 'sam3-image-tiny' / 'cuda-fp16' / 'sam_prompt_encoder'),
     )

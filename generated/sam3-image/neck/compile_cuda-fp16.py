@@ -41,4 +41,5 @@ if __name__ == "__main__":
         converters=CONVERTERS,
         dynamic=False,
         out_dir=str(ROOT / "build" / 'sam3-image' / 'cuda-fp16' / 'neck'),
+        records=str(ROOT / "tuning" / 'sam3-image' / 'cuda-fp16' / 'neck'),
     )

@@ -45,4 +45,5 @@ if __name__ == "__main__":
         out_dir=str(ROOT / "build" / 'sam3-image' / 'cpu' / 'sam_mask_decoder'),
         records=args.records or str(ROOT / "tuning" / 'sam3-image' / 'cpu' / 'sam_mask_decoder'),
         budget=tune.budget(BUDGET, args),
+        offline=tune.offline(args),
     )
