@@ -69,13 +69,13 @@ def cuda_jit(arch: str, cache: Path | None = None) -> None:
             (Path(tmp) / "kernels.cu").write_text(code)
             subprocess.run([nvcc, "--fatbin", "-O3", f"-arch={arch}", "-o", "kernels.fatbin", "kernels.cu"],
                            cwd=tmp, check=True, capture_output=True, text=True)
-            if cached is not None:  # written whole, then renamed: a parallel reader sees all of it or nothing
-                cache.mkdir(parents=True, exist_ok=True)
-                part = cached.with_suffix(f".{os.getpid()}.part")
-                shutil.copyfile(Path(tmp) / "kernels.fatbin", part)
-                part.replace(cached)
-                return bytearray(cached.read_bytes())
-            return bytearray((Path(tmp) / "kernels.fatbin").read_bytes())
+            fatbin = (Path(tmp) / "kernels.fatbin").read_bytes()
+        if cached is not None:  # written whole, then renamed: a parallel reader sees all of it or nothing
+            cache.mkdir(parents=True, exist_ok=True)
+            part = cached.with_suffix(f".{os.getpid()}.part")
+            part.write_bytes(fatbin)
+            part.replace(cached)
+        return bytearray(fatbin)
 
     tvm_ffi.register_global_func("tvm_callback_cuda_compile", compile_cuda, override=True)
 

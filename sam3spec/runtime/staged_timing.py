@@ -24,7 +24,7 @@ def time_files(folder: Path, files: list[str], args: list, target: dict, evaluat
     import numpy as np
     import tvm
 
-    from sam3spec.runtime import loader
+    from sam3spec.runtime import loader, measure
 
     dev = loader.device_for(target)
     if target["kind"] == "cuda":
@@ -47,15 +47,20 @@ def time_files(folder: Path, files: list[str], args: list, target: dict, evaluat
             results = sorted(f(*tensors).results)
             line = {"file": name, "secs": float(results[len(results) // 2])}
         except Exception as exc:  # noqa: BLE001 - TVM's own error types: the candidate failed, say why
-            line = {"file": name, "error": str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__}
+            line = {"file": name, "error": measure.last_line(str(exc)) or type(exc).__name__}
         print(json.dumps(line), flush=True)
+
+
+def libraries(task: dict) -> list[str]:
+    """A staged task's library files: the rules' schedule (where it built) first, then the candidates."""
+    return ([task["rules"]] if task["rules"] else []) + [c["file"] for c in task["candidates"]]
 
 
 def time_task(folder: Path, task: dict, target: dict, evaluator: dict | None, timeout_s: float = 600,
               files: list[str] | None = None) -> dict:
     """{file: {secs} or {error}} for the task's rules and candidates, restarting the worker after a crash."""
     if files is None:
-        files = ([task["rules"]] if task["rules"] else []) + [c["file"] for c in task["candidates"]]
+        files = libraries(task)
     out: dict[str, dict] = {}
     while len(out) < len(files):
         rest = [f for f in files if f not in out]
@@ -83,8 +88,7 @@ def warm(directory: Path, staged: dict) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     started = time.monotonic()
-    jobs = [(task, [f]) for task in staged["tasks"]
-            for f in ([task["rules"]] if task["rules"] else []) + [c["file"] for c in task["candidates"]]]
+    jobs = [(task, [f]) for task in staged["tasks"] for f in libraries(task)]
     chunks = [jobs[i::WARM_WORKERS] for i in range(WARM_WORKERS)]
 
     def run(chunk):

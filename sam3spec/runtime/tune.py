@@ -195,7 +195,7 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
             if why:
                 progress(f"{label}: the rules' schedule did not run ({why})")
             else:
-                progress(f"{label}: the rules take {_ms(rules_secs)} ({task['flops'] / rules_secs / 1e9:.1f} GFLOP/s); "
+                progress(f"{label}: the rules take {ms_text(rules_secs)} ({task['flops'] / rules_secs / 1e9:.1f} GFLOP/s); "
                          f"tuning, {budget['trials']} trials")
             runner = measure.runner(budget.get("tracker"), measure.candidate_timeout(rules_secs))
             with tempfile.TemporaryDirectory(prefix="sam3spec-tune-") as work:
@@ -209,12 +209,12 @@ def run(*, component: str, target: dict, pipeline: str, converters: dict[str, st
             kept = secs is not None and (rules_secs is None or secs < rules_secs or budget.get("keep") == "all")
             tuned.append((func_mod, record if kept else None))
             entry = {"name": task["name"], "flops": task["flops"], "calls": task["calls"],
-                     "rules_ms": _ms_value(rules_secs), "tuned_ms": _ms_value(secs),
-                     "search_best_ms": _ms_value(search_secs), "kept": kept,
+                     "rules_ms": ms_value(rules_secs), "tuned_ms": ms_value(secs),
+                     "search_best_ms": ms_value(search_secs), "kept": kept,
                      "seconds": round(time.monotonic() - started, 1)}
             result["tasks"].append(entry)
-            progress(f"{label}: side by side, rules {_ms(rules_secs)}, tuned {_ms(secs)} "
-                     f"(search best {_ms(search_secs)}): " + ("record kept" if kept else "the rules stay"))
+            progress(f"{label}: side by side, rules {ms_text(rules_secs)}, tuned {ms_text(secs)} "
+                     f"(search best {ms_text(search_secs)}): " + ("record kept" if kept else "the rules stay"))
         merge(Path(records), tuned)
         result["records"] = {"directory": records, "kept": sum(t["kept"] for t in result["tasks"])}
 
@@ -266,9 +266,9 @@ def applied(record, func_mod):
     return sch.mod
 
 
-def _ms_value(secs: float | None) -> float | None:
+def ms_value(secs: float | None) -> float | None:
     return None if secs is None else secs * 1e3
 
 
-def _ms(secs: float | None) -> str:
+def ms_text(secs: float | None) -> str:
     return "failed" if secs is None else f"{secs * 1e3:.3f} ms"

@@ -136,9 +136,9 @@ def collect(*, directory: Path, records: str, keep_slower: bool = False) -> dict
     tasks, tuned = [], []
     for task in staged["tasks"]:
         got = timings.get(task["name"], {})
-        kept = directory / task["name"] / CANDIDATES
-        lines = (kept / records_lib.RECORDS).read_text().splitlines() if task["candidates"] else []
-        workload_line = (kept / records_lib.WORKLOADS).read_text().splitlines()[0]
+        staged_db = directory / task["name"] / CANDIDATES
+        lines = (staged_db / records_lib.RECORDS).read_text().splitlines() if task["candidates"] else []
+        workload_line = (staged_db / records_lib.WORKLOADS).read_text().splitlines()[0]
         workload = measured.commit_workload(ms.database.Workload.from_json(json.loads(workload_line)).mod)
         rules_secs = (got.get(task["rules"]) or {}).get("secs") if task["rules"] else None
         best, best_secs, ran = None, None, 0
@@ -159,17 +159,12 @@ def collect(*, directory: Path, records: str, keep_slower: bool = False) -> dict
         kept = best is not None and (keep_slower or (rules_secs is not None and best_secs < rules_secs))
         tuned.append((workload.mod, best if kept else None))
         tasks.append({"name": task["name"], "flops": task["flops"], "calls": task["calls"],
-                      "rules_ms": None if rules_secs is None else rules_secs * 1e3,
-                      "tuned_ms": None if best_secs is None else best_secs * 1e3,
+                      "rules_ms": tune.ms_value(rules_secs), "tuned_ms": tune.ms_value(best_secs),
                       "candidates_ran": ran, "candidates": len(task["candidates"]), "kept": kept})
         progress(f"{staged['component']}: {task['name']}: {ran} of {len(task['candidates'])} candidates ran; "
-                      f"rules {_ms(rules_secs)}, best {_ms(best_secs)}: "
+                      f"rules {tune.ms_text(rules_secs)}, best {tune.ms_text(best_secs)}: "
                       + ("record kept" if kept else "the rules stay"))
     tune.merge(Path(records), tuned)
     (directory / STAGE).write_text(json.dumps({**staged, "collected": True}, indent=1) + "\n")
     return {"round": staged["round"], "tasks": tasks,
             "records": {"directory": records, "kept": sum(t["kept"] for t in tasks)}}
-
-
-def _ms(secs):
-    return "failed" if secs is None else f"{secs * 1e3:.3f} ms"
