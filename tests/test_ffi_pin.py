@@ -38,6 +38,9 @@ import tvm
 from tvm import te
 from tvm.s_tir import dlight as dl
 
+from sam3spec.pipelines import intrinsics
+
+intrinsics.quick_frames()  # as the GPU pipeline does: dlight registers TVM's intrinsics in seconds, not minutes
 a = te.placeholder((256, 256), "float16", name="a")
 b = te.placeholder((256, 256), "float16", name="b")
 k = te.reduce_axis((0, 256), name="k")

@@ -14,7 +14,7 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
-from sam3spec.pipelines import dataflow_lower_passes, prepack, simt_matmul, tensor_core
+from sam3spec.pipelines import dataflow_lower_passes, intrinsics, prepack, simt_matmul, tensor_core
 from sam3spec.pipelines import records as records_step
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
@@ -328,6 +328,7 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
         raise ValueError(f"simdgroup_f32_accumulate {simdgroup_f32_accumulate!r}: metal or proxy")
     if mixed_precision not in (None, "float16"):
         raise ValueError(f"mixed_precision {mixed_precision!r}: TVM's ToMixedPrecision makes float16 only")
+    intrinsics.quick_frames()  # dlight's tensorized rules register TVM's intrinsics when they first run
     rules_target = tvm.target.Target(schedule_as) if schedule_as else target
     legalize = [p for p in gpu_generic.legalize_passes(target) if p.info.name != "ApplyDefaultSchedule"]
     passes = ([drop_empty_concat_operands()] if drop_empty_concat else []) \

@@ -23,8 +23,10 @@ def database(directory: str | Path, create: bool = False):
         return None
     records = directory / RECORDS
     if records.is_file() and b'"Tensorize"' in records.read_bytes():
-        # a tensorized record names its intrinsics (wmma_*): reading it back needs them registered (~30 s)
-        import tvm.s_tir.tensor_intrin  # noqa: F401  pylint: disable=import-outside-toplevel
+        # a tensorized record names its intrinsics (wmma_*): reading it back needs them registered
+        from sam3spec.pipelines import intrinsics  # pylint: disable=import-outside-toplevel
+
+        intrinsics.register()
     directory.mkdir(parents=True, exist_ok=True)
     return ms.database.JSONDatabase(path_workload=str(directory / WORKLOADS),
                                     path_tuning_record=str(directory / RECORDS), allow_missing=create)

@@ -23,6 +23,8 @@ from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline
 from tvm.script import tirx as T
 from tvm.tirx.analysis import undefined_vars
 
+from sam3spec.pipelines import intrinsics
+
 FRAGMENT = 16  # the wmma intrinsics' M, N and K
 WARP = 32
 VECTOR = 4     # float16 elements per thread per load
@@ -89,7 +91,7 @@ def _register_load_b_kj() -> str:
     """TVM's row-major wmma load of B, for a fragment block whose iterations run (J, K) while its buffers are
     [K, J] (a layout transform turns the buffers, not the block): the same implementation, the description's
     loops in that order. Registered (and its TVMScript parsed) once per process."""
-    from tvm.s_tir.tensor_intrin.cuda import get_wmma_load_intrin  # pylint: disable=import-outside-toplevel
+    get_wmma_load_intrin = intrinsics.register().cuda.get_wmma_load_intrin
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, c: T.handle) -> None:
@@ -142,7 +144,7 @@ class TensorCoreMatmul(GPUScheduleRule):
 
     @staticmethod
     def _schedule(func, accumulate: str, tile: Tile) -> s_tir.Schedule:  # pylint: disable=too-many-locals
-        from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group  # registers TVM's wmma intrinsics
+        get_wmma_intrin_group = intrinsics.register().cuda.get_wmma_intrin_group  # TVM's wmma intrinsics
 
         sch = s_tir.Schedule(func)
         main = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))[0]

@@ -8,9 +8,11 @@ def cuda_wmma_dynamic():
     """MetaSchedule's cuda-tensorcore rules, its wmma float16 x float16 -> float32 groups staged in dynamic shared
     memory: staged in static shared memory (its default), no candidate of SAM3's fc1 matmul built here
     (tvm_access_ptr element type float16 vs float32 in LowerIntrin); in dynamic shared memory half of them do."""
-    import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the wmma intrinsics the rule tiles with
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
+
+    from sam3spec.pipelines import intrinsics
+
+    get_wmma_intrin_group = intrinsics.register().cuda.get_wmma_intrin_group  # the wmma intrinsics it tiles with
 
     groups = [get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared.dyn", in_dtype="float16",
                                     out_dtype="float32", trans_b=trans_b) for trans_b in (False, True)]
