@@ -187,9 +187,6 @@ def cmd_tune(args) -> int:
     if (args.tracker or args.key or tracker) and (problem := tuning.tracker_problem(address or "", key)):
         print(f"--tracker {address}: {problem}", file=sys.stderr)
         return EXIT_INVALID
-    if args.stage and args.collect:
-        print("tune: --stage builds a round and --collect reads one back: give one of them", file=sys.stderr)
-        return EXIT_INVALID
     if args.collect and (problem := tuning.collect_problem(Path(args.collect), names)):
         print(f"--collect {args.collect}: {problem}", file=sys.stderr)
         return EXIT_INVALID
@@ -297,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure on devices a TVM RPC tracker holds (`python -m tvm.exec.rpc_tracker`)")
     p.add_argument("--key", help="their device key (`python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY`)")
     p.add_argument("--records", metavar="DIR", help="write records under DIR/<component> instead of tuning/")
-    p.add_argument("--stage", metavar="DIR", help="no device here: build one search round's candidates into "
+    staged = p.add_mutually_exclusive_group()  # --stage builds a round, --collect reads one back
+    staged.add_argument("--stage", metavar="DIR", help="no device here: build one search round's candidates into "
                    "DIR/<component>, for `python -m sam3spec.runtime.staged_timing` to time where the device is")
-    p.add_argument("--collect", metavar="DIR", help="read the device's timings in DIR/<component> back: records "
+    staged.add_argument("--collect", metavar="DIR", help="read the device's timings in DIR/<component> back: records "
                    "where a candidate beat the rules, and the next --stage round's cost model")
     p.add_argument("--keep-slower", action="store_true",
                    help="keep MetaSchedule's best record even where the pipeline's rules measured faster")

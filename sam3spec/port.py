@@ -26,26 +26,13 @@ def reads(step: str, target_kind: str) -> tuple[str, ...]:
 
 def rpc_problem(address: str) -> str | None:
     """Why HOST:PORT is no TVM RPC server we can reach (None when it answers), checked before any step runs."""
-    import socket
-
     from tvm import rpc
 
-    from sam3spec.runtime.verify import host_port
+    from sam3spec.runtime.verify import endpoint_problem
 
-    try:
-        host, port = host_port(address)
-    except ValueError:
-        return "need HOST:PORT (a `python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090` there)"
-    start = f"start `python -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}` on that machine"
-    try:  # fails at once where nothing listens (TVM's connect retries for a minute)
-        socket.create_connection((host, port), timeout=10).close()
-    except OSError as exc:
-        return f"nothing answers there ({exc.strerror or exc}); {start}"
-    try:
-        rpc.connect(host, port, session_timeout=30)
-    except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for a refused or failed handshake
-        return f"no TVM RPC server answers there ({str(exc).strip().splitlines()[-1][:200]}); {start}"
-    return None
+    return endpoint_problem(address, "server", lambda host, port: rpc.connect(host, port, session_timeout=30),
+                            "a `python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090` there",
+                            "start `python -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}` on that machine")[0]
 
 
 def run_script(root: Path, script: Path, result: Path, *extra: str) -> bool:

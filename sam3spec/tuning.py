@@ -3,32 +3,28 @@ component's heaviest tasks, measured here or on devices a TVM RPC tracker holds;
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sam3spec import port, render
 from sam3spec.plan import Plan
 from sam3spec.runtime.artifacts import read_result
+from sam3spec.runtime.staged_timing import STAGE, TIMINGS
 
 
 def tracker_problem(address: str, key: str | None) -> str | None:
     """Why HOST:PORT is no TVM RPC tracker holding a server under `key` (None when it is), checked first."""
-    import socket
-
     from tvm import rpc
 
-    from sam3spec.runtime.verify import host_port
+    from sam3spec.runtime.verify import endpoint_problem
 
-    try:
-        host, port_number = host_port(address)
-    except ValueError:
-        return "need HOST:PORT (a `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190` there)"
     if not key:
         return "needs a device key (--key, or tuning.tracker.key in the manifest)"
-    try:
-        socket.create_connection((host, port_number), timeout=10).close()
-        servers = rpc.connect_tracker(host, port_number).summary().get("queue_info", {})
-    except Exception as exc:  # noqa: BLE001 - refused, or not a tracker (TVM raises its own error types)
-        return f"no TVM RPC tracker answers there ({str(exc).strip().splitlines()[-1][:200]})"
+    problem, summary = endpoint_problem(address, "tracker",
+                                        lambda host, port: rpc.connect_tracker(host, port).summary(), "a `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190` there")
+    if problem:
+        return problem
+    servers = summary.get("queue_info", {})
     if key not in servers:
         return (f"the tracker holds no server under key {key!r} (it has: {', '.join(servers) or 'none'}); start "
                 f"`python -m tvm.exec.rpc_server --tracker {address} --key {key}` on the device")
@@ -60,11 +56,14 @@ def summary(results: dict[str, dict]) -> list[str]:
 def collect_problem(directory: Path, names: list[str]) -> str | None:
     """Why `directory` holds no timed stage for one of the components (None when all have one)."""
     for name in names:
-        if not (directory / name / "stage.json").is_file():
+        if not (directory / name / STAGE).is_file():
             return f"no stage of {name} there (build one with --stage {directory})"
-        if not (directory / name / "timings.json").is_file():
+        if json.loads((directory / name / STAGE).read_text()).get("collected"):
+            return (f"{name}'s round there is collected already (its timings are in the stage's database): "
+                    f"build the next round with --stage {directory}")
+        if not (directory / name / TIMINGS).is_file():
             return (f"{name}'s stage has not been timed: run `python -m sam3spec.runtime.staged_timing "
-                    f"{directory / name}` where the device is, and copy its timings.json back")
+                    f"{directory / name}` where the device is, and copy its {TIMINGS} back")
     return None
 
 

@@ -130,4 +130,4 @@ def test_nothing_answering_at_the_rpc_address_is_one_line(tiny_port):
                              "--target", "cpu", "-c", "scoring_box_head", "--rpc", f"127.0.0.1:{_free_port()}"],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "nothing answers there" in result.stderr and "python -m tvm.exec.rpc_server" in result.stderr
+    assert "no TVM RPC server answers there: nothing listens" in result.stderr and "python -m tvm.exec.rpc_server" in result.stderr

@@ -179,6 +179,8 @@ def test_staged_tuning_builds_here_times_elsewhere_and_keeps_what_beat_the_rules
     assert entry["tuned_ms"] == pytest.approx(min(ran) * 1e3)
     assert entry["kept"] == (min(ran) < timings["rules.so"]["secs"])
     assert (records / COMPONENT / "database_tuning_record.json").is_file() == entry["kept"]
+    twice = subprocess.run(base + ["--collect", str(stage)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert twice.returncode == 2 and "collected already" in twice.stderr  # its timings would count twice
     again = subprocess.run(base + ["--tasks", "1", "--trials", "4", "--stage", str(stage)], cwd=ROOT,
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and json.loads((stage / COMPONENT / "stage.json").read_text())["round"] == 2

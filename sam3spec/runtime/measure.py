@@ -80,6 +80,13 @@ def timed(func_mods: list, target, run) -> list[tuple[float | None, str | None]]
     return out
 
 
+def mean_secs(run_secs) -> float:
+    """The mean of a MetaSchedule result's or record's run_secs (TVM float objects), in seconds."""
+    import statistics
+
+    return statistics.fmean(float(s) for s in run_secs)
+
+
 def last_line(text: str) -> str:
     lines = [line for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""

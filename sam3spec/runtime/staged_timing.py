@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+STAGE = "stage.json"  # what --stage wrote: the round, the target, the evaluator, the tasks
+TIMINGS = "timings.json"  # what this module writes beside it, and --collect reads
 CACHE = ".cuda-cache"  # beside the tasks: each kernel's fatbin by its source's hash
 WARM_WORKERS = 12  # processes compiling a stage's CUDA candidates at once (nvcc, ~1.5 s each)
 
@@ -110,7 +112,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
     for directory in map(Path, argv):
-        staged = json.loads((directory / "stage.json").read_text())
+        staged = json.loads((directory / STAGE).read_text())
         target = staged["target"]
         if target["kind"] == "cuda":
             warm(directory, staged)
@@ -124,7 +126,7 @@ def main(argv: list[str]) -> int:
                   f"{len(task['candidates'])} ran, best {min(secs) * 1e3:.3f} ms" if secs else "none ran",
                   f"rules {rules * 1e3:.3f} ms" if rules else "rules failed", f"({time.monotonic() - started:.0f} s)",
                   flush=True)
-        (directory / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+        (directory / TIMINGS).write_text(json.dumps(timings, indent=1) + "\n")
     return 0
 
 

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sam3spec.pipelines import records as records_lib
+from sam3spec.pipelines import intrinsics, records as records_lib
 from sam3spec.runtime import measure
 from sam3spec.runtime.artifacts import progress, step
 from sam3spec.runtime.compile import import_program, tvm_target
@@ -70,7 +70,7 @@ def _progress_callback(label: str, flops: float, trials: int):
             for res in runner_results:
                 self.done += 1
                 if res.error_msg is None and res.run_secs:
-                    secs = sum(float(s) for s in res.run_secs) / len(res.run_secs)
+                    secs = measure.mean_secs(res.run_secs)
                     self.best = secs if self.best is None else min(self.best, secs)
             best = f"best {flops / self.best / 1e9:.1f} GFLOP/s ({self.best * 1e3:.3f} ms)" if self.best else "no valid candidate yet"
             progress(f"{label}: {self.done}/{trials} trials, {best}")
@@ -90,7 +90,7 @@ def space(budget: dict):
         return "post-order-apply"
     if kind in SPACES:
         return SPACES[kind]()
-    import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the intrinsics the tensor-core rules tile with
+    intrinsics.register()  # the intrinsics the tensor-core rules tile with
 
     return ms.space_generator.PostOrderApply(sch_rules=kind, postprocs=kind, mutator_probs=kind)
 
@@ -111,8 +111,7 @@ def tune_one(task: dict, tgt, runner, trials: int, per_iteration: int, label: st
     top = db.get_top_k(db.commit_workload(func_mod), 1)
     if not top:
         return None, None
-    secs = [float(s) for s in top[0].run_secs]
-    return top[0], sum(secs) / len(secs)
+    return top[0], measure.mean_secs(top[0].run_secs)
 
 
 def merge(directory: Path, tuned: list) -> None:

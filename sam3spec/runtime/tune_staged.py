@@ -11,12 +11,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sam3spec.pipelines import records as records_lib
+from sam3spec.pipelines import intrinsics, records as records_lib
 from sam3spec.runtime import measure, tune
 from sam3spec.runtime.artifacts import progress
+from sam3spec.runtime.staged_timing import STAGE, TIMINGS
 
-STAGE = "stage.json"
-TIMINGS = "timings.json"
 MEASURED = "measured"  # the stage's JSON database: every candidate timed so far, all rounds
 # how the device times each library: the median of 5 repeats of at least 20 ms (GPU kernels take milliseconds;
 # a round of 6 tasks x 64 candidates then fits in minutes of a lent GPU's time)
@@ -130,7 +129,7 @@ def collect(*, directory: Path, records: str, keep_slower: bool = False) -> dict
 
     staged = json.loads((directory / STAGE).read_text())
     if any(task["candidates"] for task in staged["tasks"]):
-        import tvm.s_tir.tensor_intrin  # noqa: F401 - tensorized candidates name their intrinsics
+        intrinsics.register()  # tensorized candidates name their intrinsics
     timings = json.loads((directory / TIMINGS).read_text())
     measured = records_lib.database(directory / MEASURED, create=True)
     tasks, tuned = [], []

@@ -54,6 +54,28 @@ def host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def endpoint_problem(address: str, kind: str, handshake, usage: str, start: str = "") -> tuple[str | None, object]:
+    """(why HOST:PORT is no TVM RPC `kind` (server, tracker) that `handshake(host, port)` gets through, or None;
+    the handshake's result): a socket probe first (TVM's own connect retries for a minute where nothing
+    listens), then the handshake, whose error's last line is the reason. `usage` is the hint for an address
+    that is not HOST:PORT, `start` (with {port}) the one for an endpoint that does not answer."""
+    import socket
+
+    try:
+        host, port = host_port(address)
+    except ValueError:
+        return f"need HOST:PORT ({usage})", None
+    hint = f"; {start.format(port=port)}" if start else ""
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as exc:
+        return f"no TVM RPC {kind} answers there: nothing listens ({exc.strerror or exc}){hint}", None
+    try:
+        return None, handshake(host, port)
+    except Exception as exc:  # noqa: BLE001 - TVM raises its own error types for a refused or failed handshake
+        return f"no TVM RPC {kind} answers there ({str(exc).strip().splitlines()[-1][:200]}){hint}", None
+
+
 def connect(address: str):
     """A TVM RPC session to HOST:PORT (a `python -m tvm.exec.rpc_server` there)."""
     from tvm import rpc
