@@ -21,7 +21,8 @@ def tracker_problem(address: str, key: str | None) -> str | None:
     if not key:
         return "needs a device key (--key, or tuning.tracker.key in the manifest)"
     problem, summary = endpoint_problem(address, "tracker",
-                                        lambda host, port: rpc.connect_tracker(host, port).summary(), "a `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190` there")
+                                        lambda host, port: rpc.connect_tracker(host, port).summary(),
+                                        "a `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190` there")
     if problem:
         return problem
     servers = summary.get("queue_info", {})

@@ -2,10 +2,10 @@
 
 Why: registering them parses TVMScript macros, and each macro looks for its parser with
 `inspect.getouterframes`; every outer frame whose file is no module (a frozen module's `<frozen NAME>`:
-importlib's while an import runs, runpy's under `python -m`; `<string>`, `<ast>`) makes `inspect.getmodule` scan all of `sys.modules` (about 2,000 entries once
-torch is in): `import tvm.s_tir.tensor_intrin` took 87 s here, 6.6 s with those names in inspect's own
-file-to-module cache. No module has such a file, so the scan's answer for them is None whatever it finds:
-recording that answer first changes no result, only the time."""
+importlib's while an import runs, runpy's under `python -m`; `<string>`, `<ast>`) makes `inspect.getmodule`
+scan all of `sys.modules` (about 2,000 entries once torch is in): `import tvm.s_tir.tensor_intrin` took 87 s
+here, 6.6 s with those names in inspect's own file-to-module cache. No module has such a file, so the scan's
+answer for them is None whatever it finds: recording that answer first changes no result, only the time."""
 
 from __future__ import annotations
 

@@ -54,7 +54,8 @@ def host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def endpoint_problem(address: str, kind: str, handshake, usage: str, start: str = "") -> tuple[str | None, object]:
+def endpoint_problem(address: str, kind: str, handshake, usage: str,
+                     start: str = "") -> tuple[str | None, object]:
     """(why HOST:PORT is no TVM RPC `kind` (server, tracker) that `handshake(host, port)` gets through, or None;
     the handshake's result): a socket probe first (TVM's own connect retries for a minute where nothing
     listens), then the handshake, whose error's last line is the reason. `usage` is the hint for an address
