@@ -63,9 +63,10 @@ def _tune(address: str, records, *extra):
 
 @pytest.fixture(scope="module")
 def tuned(tiny_port, tracker, tmp_path_factory):
-    """Two tasks tuned through the tracker, every best record kept (--keep-slower): (process, tune.json, dir)."""
+    """Two tasks tuned through the tracker (4 trials each), every best record kept (--keep-slower): (process,
+    tune.json, dir)."""
     records = tmp_path_factory.mktemp("records")
-    proc = _tune(tracker, records, "--tasks", "2", "--trials", "8", "--keep-slower")
+    proc = _tune(tracker, records, "--tasks", "2", "--trials", "4", "--keep-slower")
     result = json.loads((ROOT / "build" / "sam3-image-tiny" / "cpu" / COMPONENT / "tune.json").read_text())
     return proc, result, records / COMPONENT
 
