@@ -68,6 +68,41 @@ def test_unknown_mixed_precision_is_refused():
         gpu_dlight.pipeline(tvm.target.Target({"kind": "cuda", "arch": "sm_90"}), mixed_precision="bfloat16")
 
 
+def _batched_matmul(rows, k: int, n: int, heads: int = 8, mixed: bool = False) -> tvm.tirx.PrimFunc:
+    """[heads, rows, k] x [heads, k, n], as a prompt's tokens attending over the image (P.V); mixed: float16
+    operands summed in float32 and cast back to float16 (an epilogue block), as mixed_precision makes it."""
+    from tvm import te
+
+    dtype = "float16" if mixed else "float32"
+    a = te.placeholder((heads, rows, k), name="a", dtype=dtype)
+    b = te.placeholder((heads, k, n), name="b", dtype=dtype)
+    r = te.reduce_axis((0, k), name="r")
+    c = te.compute((heads, rows, n), lambda h, i, j: te.sum(a[h, i, r].astype("float32") * b[h, r, j].astype(
+        "float32"), axis=r), name="c")
+    if mixed:
+        c = te.compute(c.shape, lambda *i: c(*i).astype("float16"), name="cast")
+    return te.create_prim_func([a, b, c])
+
+
+def test_long_reduction_matmul_takes_few_outputs_over_a_long_k_and_reduces_across_threads():
+    from sam3spec.pipelines.long_reduction import LongReductionMatmul
+
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+    rule = LongReductionMatmul()
+    rows = tvm.tirx.Var("rows", "int64")
+    sch = rule.apply(_batched_matmul(rows, 5184, 32), target, False)
+    assert sch is not None
+    source = tvm.tirx.build(sch.mod, target=target).imports[0].inspect_source()
+    assert "blockIdx.x" in source and "threadIdx.x" in source and "__shfl" in source   # the cross-thread sum
+    assert rule.apply(_batched_matmul(4, 5184, 32), target, False) is not None        # 1024 outputs
+    assert rule.apply(_batched_matmul(rows, 256, 32), target, False) is None           # a short reduction
+    assert rule.apply(_batched_matmul(5184, 5184, 32), target, False) is None          # 1.3 M outputs: dlight's
+    assert rule.apply(_batched_matmul(rows, 5184, 32), tvm.target.Target("llvm"), False) is None
+    mixed = rule.apply(_batched_matmul(rows, 5184, 32, mixed=True), target, False)   # with its cast epilogue
+    source = tvm.tirx.build(mixed.mod, target=target).imports[0].inspect_source()
+    assert "__shfl" in source and "((half)" in source
+
+
 def test_weight_match_tells_identical_close_and_other_weights():
     g = np.random.default_rng(0)
     w = g.standard_normal((64, 32)).astype(np.float32)

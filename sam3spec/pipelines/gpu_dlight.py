@@ -14,7 +14,7 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
-from sam3spec.pipelines import dataflow_lower_passes, intrinsics, prepack, simt_matmul, tensor_core
+from sam3spec.pipelines import dataflow_lower_passes, intrinsics, long_reduction, prepack, simt_matmul, tensor_core
 from sam3spec.pipelines import records as records_step
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
@@ -239,7 +239,8 @@ def _metal_matmul(enabled: bool):
 
 def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thread_memory: bool,
              last_resort: bool, metal_simdgroup_matmul: bool, simdgroup_f32_accumulate: str | None = None,
-             tensor_core_min_extent: int | None = 32, stats: dict | None = None) -> tvm.transform.Pass:
+             tensor_core_min_extent: int | None = 32, long_reduction_matmul: bool = False,
+             low_batch_gemv: int | None = None, stats: dict | None = None) -> tvm.transform.Pass:
     """dlight's rules in order on each PrimFunc, the first that applies wins (as dl.ApplyDefaultSchedule).
     skip_failing_rules: a rule that raises on a function is passed over, and the next one tried, instead of
     failing the compile (GEMV's outer reduction, GeneralReduction's 'bind' on padded windows).
@@ -253,6 +254,10 @@ def schedule(target: tvm.target.Target, *, skip_failing_rules: bool, static_thre
         first.append(("SimdgroupMatmul", simdgroup.SimdgroupMatmul(proxy=simdgroup_f32_accumulate == "proxy")))
     if tensor_core_min_extent:
         first.append(("TensorCoreMatmul", tensor_core.TensorCoreMatmul(tensor_core_min_extent)))
+    if long_reduction_matmul:
+        first.append(("LongReductionMatmul", long_reduction.LongReductionMatmul()))
+    if low_batch_gemv:
+        first.append(("LowBatchGEMV", dl.gpu.LowBatchGEMV(low_batch_gemv)))
     rules = first + [(name, simt_matmul.SimtMatmul() if name == "Matmul" else getattr(dl.gpu, name)())
                      for name in RULES] + ([("SimpleLoops", SimpleLoops())] if last_resort else [])
     stats = {} if stats is None else stats
@@ -299,6 +304,7 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
              skip_failing_rules: bool = True,
              static_thread_memory: bool = False, last_resort: bool = True, metal_simdgroup_matmul: bool = True,
              simdgroup_f32_accumulate: str | None = None, tensor_core_min_extent: int | None = 32,
+             long_reduction_matmul: bool = False, low_batch_gemv: int | None = None,
              schedule_as: dict | None = None, mixed_precision: str | None = None, records: str | None = None,
              stop_before_schedule: bool = False, schedule_only: bool = False) -> tvm.transform.Pass:
     """The GPU pipeline. Keywords (a target's ``pipeline_options``):
@@ -312,6 +318,10 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
     tensor_core_min_extent: CUDA's float16 matmuls whose static extents are all at least this get
         :class:`sam3spec.pipelines.tensor_core.TensorCoreMatmul` (wmma, loads coalesced, attention's head
         dimension included); None: dlight's choice alone (its MatmulTensorization where it applies).
+    long_reduction_matmul: :class:`sam3spec.pipelines.long_reduction.LongReductionMatmul` first: a few outputs
+        over a long reduction (a few prompt tokens attending over the image) as one thread block per output.
+    low_batch_gemv: dlight's LowBatchGEMV (this bucket) before its Matmul: matmuls whose only symbolic extent is
+        the rows (a prompt's tokens) against constant weights, read as a GEMV.
     simdgroup_f32_accumulate: "metal": float16 x float16 -> float32 matmuls on simdgroup matrices
         (:mod:`sam3spec.pipelines.simdgroup`); "proxy": the same schedule with the intrinsics as plain TIR, for
         a CUDA target scheduled ``schedule_as`` Metal. Either needs the pass config
@@ -341,7 +351,8 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
     rules = schedule(rules_target, skip_failing_rules=skip_failing_rules, static_thread_memory=static_thread_memory,
                      last_resort=last_resort, metal_simdgroup_matmul=metal_simdgroup_matmul,
                      simdgroup_f32_accumulate=simdgroup_f32_accumulate,
-                     tensor_core_min_extent=tensor_core_min_extent, stats=stats)
+                     tensor_core_min_extent=tensor_core_min_extent,
+                     long_reduction_matmul=long_reduction_matmul, low_batch_gemv=low_batch_gemv, stats=stats)
     if schedule_only:
         return _sequential([rules], target)
     passes += [*records_step.apply(records, stats), rules,
