@@ -18,10 +18,10 @@ from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 
 class LongReductionMatmul(GPUScheduleRule):
     """A reduction block (no prologue; at most one elementwise epilogue, as mixed precision's cast to float16)
-    whose reduction extent is at least `min_reduction` and
-    whose outputs, where their count is static, number at most `max_outputs` (a symbolic count is a prompt length
-    here; a larger static count is a weight matmul, left to dlight's tiles, which read a weight once for many
-    outputs): one thread block per output, the reduction over `threads` threads."""
+    whose reduction extent is at least `min_reduction` and whose outputs, where their count is static, number at
+    most `max_outputs` (a symbolic count is a prompt length here; a larger static count is a weight matmul, left
+    to dlight's tiles, which read a weight once for many outputs): one thread block per output, the reduction
+    over `threads` threads."""
 
     def __init__(self, min_reduction: int = 1024, max_outputs: int = 4096, threads: int = 128):
         self.min_reduction, self.max_outputs, self.threads = min_reduction, max_outputs, threads
@@ -37,7 +37,7 @@ class LongReductionMatmul(GPUScheduleRule):
         if epilogue is not None and (not epilogue.is_injective() or len(epilogue.iters) != len(infos[0].iters) - 1):
             return None
         iters = infos[0].iters
-        if [i.kind for i in iters][-1:] != ["R"] or any(i.kind != "S" for i in iters[:-1]) or len(iters) < 2:
+        if len(iters) < 2 or iters[-1].kind != "R" or any(i.kind != "S" for i in iters[:-1]):
             return None
         reduction = iters[-1].dom
         if not isinstance(reduction, int) or reduction < self.min_reduction:
@@ -45,9 +45,9 @@ class LongReductionMatmul(GPUScheduleRule):
         extents = [i.dom for i in iters[:-1]]
         if all(isinstance(e, int) for e in extents) and math.prod(extents) > self.max_outputs:
             return None
-        if len(sch.get(infos[0].block_rv).reads) != 2:
-            return None
         block = infos[0].block_rv
+        if len(sch.get(block).reads) != 2:
+            return None
         # the static output axes fused into blockIdx.y, a symbolic one (the prompt's tokens) as blockIdx.x, so that
         # no index divides by a symbolic extent
         static = [i.loop_rv for i in iters[:-1] if isinstance(i.dom, int)]
