@@ -134,9 +134,11 @@ def fuse() -> list:
     return [_pass, relax.transform.DeadCodeElimination()]
 
 
-def schedule(sch: Schedule, vec_lanes: int = 16) -> None:
+def schedule(sch: Schedule, vec_lanes: int = 16, row_tile: int = ROW_TILE, cols: int = COLS) -> None:
     """Hand schedule of :func:`attention`: parallel over (batch, query block); per block the scores as a
-    ROW_TILE x COLS register tile over the head dim, row max / exp / sum, then P @ V as a register tile."""
+    row_tile x cols register tile over the head dim, row max / exp / sum, then P @ V as a register tile of
+    row_tile x cols (or dv, if narrower). The tile fits the register file: 6 x 64 with AVX-512's 32 zmm
+    registers, 6 x 16 with AVX2's 16 ymm registers (6 x 64 there spills the accumulators)."""
     get = sch.get_sblock
     exp_block = next(b for b in sch.get_child_blocks(sch.get_sblock("root"))
                      if sch.get(b).name_hint.startswith("T_fast_exp"))
@@ -152,8 +154,8 @@ def schedule(sch: Schedule, vec_lanes: int = 16) -> None:
     # 64-key slice of K^T is read once per block of rows (rows outer re-read all of K^T per row tile)
     scores = get("attn_scores")
     *_, ii, j, rd = sch.get_loops(scores)
-    iio, iii = sch.split(ii, [None, ROW_TILE])
-    jo, ji = sch.split(j, [None, COLS])
+    iio, iii = sch.split(ii, [None, row_tile])
+    jo, ji = sch.split(j, [None, cols])
     sch.reorder(jo, iio, rd, iii, ji)
     sch.unroll(iii)
     sch.vectorize(ji)
@@ -173,12 +175,14 @@ def schedule(sch: Schedule, vec_lanes: int = 16) -> None:
     # (KEY_CHUNK x dv) stays in cache for all row tiles, the accumulators go through memory per chunk
     pv = get("attn_pv")
     *_, ii, e, rj = sch.get_loops(pv)
-    iio, iii = sch.split(ii, [None, ROW_TILE])
+    iio, iii = sch.split(ii, [None, row_tile])
     chunk = next(c for c in (KEY_CHUNK, 256, 128, COLS) if int(sch.get(rj).extent) % c == 0)
     rjo, rji = sch.split(rj, [None, chunk])
-    sch.reorder(rjo, iio, rji, iii, e)
+    dv = int(sch.get(e).extent)
+    eo, ei = sch.split(e, [None, cols if dv % cols == 0 else dv])
+    sch.reorder(rjo, iio, eo, rji, iii, ei)
     sch.unroll(iii)
-    sch.vectorize(e)
+    sch.vectorize(ei)
     sch.decompose_reduction(pv, rjo)
     *_, e = sch.get_loops(out)
     sch.vectorize(e)

@@ -47,7 +47,7 @@ class FusedAttention(dl.ScheduleRule):
         if func.attrs is None or attention.ATTR not in func.attrs:
             return None
         sch = Schedule(IRModule({"main": func}))
-        attention.schedule(sch, self.cfg.vec_lanes)
+        attention.schedule(sch, self.cfg.vec_lanes, self.cfg.row_tile, self.cfg.col_tile)
         count(self.stats, "attention")
         return sch
 
