@@ -95,6 +95,22 @@ def test_fused_attention(nq, nk, d):
     assert stats.get("attention") == 1
 
 
+class BiasedSDPA(nn.Module):
+    def forward(self, q, k, v, bias):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+@pytest.mark.parametrize("nq,bias_shape", [(48, (1, 3, 48, 64)), (30, (1, 3, 30, 64)), (30, (30, 64)), (24, (1, 1, 24, 64))])
+def test_fused_attention_with_an_additive_bias_and_ragged_query_rows(nq, bias_shape):
+    """SAM3's decoder: 201 queries (not whole blocks of ROWS: padded with zero rows, then sliced off) attend
+    over the image with its box relative position bias added to the scores."""
+    torch.manual_seed(6)
+    q, k, v = (torch.randn(1, 3, n, 32) * 2 for n in (nq, 64, 64))
+    bias = torch.randn(bias_shape) * 3
+    stats, _ = check_against_unscheduled(BiasedSDPA(), (q, k, v, bias))
+    assert stats.get("attention") == 1
+
+
 def test_attention_shapes_it_cannot_tile_keep_the_generic_rules():
     torch.manual_seed(3)
     q, k, v = (torch.randn(1, 2, n, 16) for n in (10, 50, 50))  # 10 % ROWS and 50 % COLS are not 0

@@ -21,7 +21,7 @@ LANES = 16          # partial results per row of the row max and row sum
 KEY_CHUNK = 512     # keys per pass of P @ V (512 x 64 floats of V: 128 KiB, in L2)
 ATTR = "sam3spec.attention"
 
-_OPS = {name: tvm.ir.Op.get(f"relax.{name}") for name in ("matmul", "permute_dims", "multiply", "nn.softmax")}
+_OPS = {name: tvm.ir.Op.get(f"relax.{name}") for name in ("matmul", "permute_dims", "multiply", "add", "nn.softmax")}
 
 
 def _row_reduce(x: te.Tensor, reducer, name: str) -> te.Tensor:
@@ -35,8 +35,9 @@ def _row_reduce(x: te.Tensor, reducer, name: str) -> te.Tensor:
     return te.compute(tuple(rows), lambda *i: reducer(part[(*i, lane)], axis=lane), name=name)
 
 
-def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float) -> te.Tensor:
-    """softmax(q @ k^T * scale) @ v over the last two axes, batch axes in front."""
+def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, bias: te.Tensor | None = None) -> te.Tensor:
+    """softmax(q @ k^T * scale [+ bias]) @ v over the last two axes, batch axes in front; ``bias`` (an additive
+    mask, as SAM3's decoder adds its box relative position bias) broadcasts to the scores."""
     *batch, nq, d = q.shape
     nk, dv = k.shape[-2], v.shape[-1]
     nb = len(batch)
@@ -44,8 +45,18 @@ def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float) -> te.Tens
     rd = te.reduce_axis((0, d), name="rd")
     scores = te.compute((*batch, nq, nk), lambda *i: te.sum(q[(*i[:nb], i[nb], rd)] * kt[(*i[:nb], rd, i[nb + 1])],
                                                            axis=rd), name="attn_scores")
-    rowmax = _row_reduce(scores, te.max, "attn_max")
-    shifted = te.compute((*batch, nq, nk), lambda *i: (scores[i] - rowmax[i[:-1]]) * scale, name="attn_shift")
+    if bias is not None:
+        lead = len(scores.shape) - len(bias.shape)
+
+        def _bias(*i):
+            return bias[tuple(0 if int(n) == 1 else x for n, x in zip(bias.shape, i[lead:]))]
+
+        logits = te.compute(scores.shape, lambda *i: scores[i] * scale + _bias(*i), name="attn_logits")
+        rowmax = _row_reduce(logits, te.max, "attn_max")
+        shifted = te.compute((*batch, nq, nk), lambda *i: logits[i] - rowmax[i[:-1]], name="attn_shift")
+    else:
+        rowmax = _row_reduce(scores, te.max, "attn_max")
+        shifted = te.compute((*batch, nq, nk), lambda *i: (scores[i] - rowmax[i[:-1]]) * scale, name="attn_shift")
     probs = topi.fast_exp(shifted)
     total = _row_reduce(probs, te.sum, "attn_sum")
     rj = te.reduce_axis((0, nk), name="rj")
@@ -65,15 +76,18 @@ class _Fuse(relax.PyExprMutator):
         return call if isinstance(call, relax.Call) and call.op.same_as(_OPS[op]) else None
 
     def _match(self, call):
-        """(q, k, v, scale, shapes) if `call` is matmul(softmax(matmul(q, permute(k)) * scale, -1), v), else
-        None."""
+        """(q, k, v, scale, bias, shapes) if `call` is matmul(softmax(matmul(q, permute(k)) * scale [+ bias], -1),
+        v), else None."""
         if not call.op.same_as(_OPS["matmul"]):
             return None
         probs, v = call.args
         softmax = self._bound(probs, "nn.softmax")
         if softmax is None or int(softmax.attrs.axis) not in (-1, len(static_shape(probs) or []) - 1):
             return None
-        scores, scale = softmax.args[0], 1.0
+        scores, scale, bias = softmax.args[0], 1.0, None
+        biased = self._bound(scores, "add")
+        if biased is not None:
+            scores, bias = biased.args
         scaled = self._bound(scores, "multiply")
         if scaled is not None:
             value = getattr(scaled.args[1], "value", None)  # a relax constant (GenericConst in 0.27)
@@ -96,26 +110,58 @@ class _Fuse(relax.PyExprMutator):
         (qs, ks, vs) = shapes
         if qs[:-2] != ks[:-2] or qs[:-2] != vs[:-2] or ks[-2] != vs[-2] or qs[-1] != ks[-1]:
             return None
-        if qs[-2] % ROWS or ks[-2] % COLS or vs[-1] % 16 or any(str(t.ty.dtype) != "float32" for t in (q, k, v)):
+        if (qs[-2] < ROWS or ks[-2] % COLS or vs[-1] % 16
+                or any(str(t.ty.dtype) != "float32" for t in (q, k, v) + ((bias,) if bias is not None else ()))):
             return None
-        return q, k, v, scale, shapes
+        if bias is not None:
+            bs = static_shape(bias)
+            scores_shape = [*qs[:-1], ks[-2]]
+            if (bs is None or len(bs) > len(scores_shape)
+                    or any(b not in (1, s) for b, s in zip(bs[::-1], scores_shape[::-1]))):
+                return None
+            shapes.append(bs)
+        return q, k, v, scale, bias, shapes
 
     def visit_call_(self, call):  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
         match = self._match(call)
         if match is None:
             return call
-        q, k, v, scale, shapes = match
+        q, k, v, scale, bias, shapes = match
+        nq = shapes[0][-2]
+        pad = -nq % ROWS
+        if pad:  # query rows padded to whole blocks (zeros: their rows are computed and dropped)
+            q = self._pad_rows(q, pad)
+            if bias is not None and len(shapes[3]) >= 2 and shapes[3][-2] == nq:
+                bias = self._pad_rows(bias, pad)
+                shapes[3] = [*shapes[3][:-2], nq + pad, shapes[3][-1]]
+            shapes[0] = [*shapes[0][:-2], nq + pad, shapes[0][-1]]
+        args = [q, k, v] + ([bias] if bias is not None else [])
         key = (*map(tuple, shapes), scale)
         if key in self.kernels:  # one kernel per shape: 28 windowed ViT blocks share one
-            return relax.call_tir(self.kernels[key], [q, k, v], call.ty)
-        fused = self.builder_.call_te(attention, q, k, v, scale, primfunc_name_hint="attention")
-        gvar = fused.args[0]
-        func = self.builder_.get()[gvar]
-        # opaque: FuseOps leaves it alone; the attribute tells the schedule pass to use :func:`schedule`
-        self.builder_.update_func(gvar, func.with_attrs({"op_pattern": 8, ATTR: True}))
-        self.kernels[key] = gvar
-        return fused
+            out_ty = relax.TensorType([*shapes[0][:-1], shapes[2][-1]], "float32")
+            fused = self.builder_.emit(relax.call_tir(self.kernels[key], args, out_ty)) if pad else (
+                relax.call_tir(self.kernels[key], args, call.ty))
+        else:
+            fused = self.builder_.call_te(lambda *t: attention(*t[:3], scale, *t[3:]), *args,
+                                          primfunc_name_hint="attention")
+            gvar = fused.args[0]
+            func = self.builder_.get()[gvar]
+            # opaque: FuseOps leaves it alone; the attribute tells the schedule pass to use :func:`schedule`
+            self.builder_.update_func(gvar, func.with_attrs({"op_pattern": 8, ATTR: True}))
+            self.kernels[key] = gvar
+        if not pad:
+            return fused
+        rank = len(shapes[0])
+        fused = fused if isinstance(fused, relax.Var) else self.builder_.emit(fused)
+        return relax.op.strided_slice(fused, axes=[rank - 2], begin=[0], end=[nq])
+
+    def _pad_rows(self, x, pad: int):
+        """x with `pad` rows of zeros appended on its second-to-last axis."""
+        rank = len(static_shape(x))
+        width = [0] * (2 * rank)
+        width[2 * (rank - 2) + 1] = pad
+        return self.builder_.emit(relax.op.nn.pad(x, width))
 
     def run(self, mod: tvm.IRModule) -> tvm.IRModule:
         for gvar, func in mod.functions_items():
@@ -143,6 +189,8 @@ def schedule(sch: Schedule, vec_lanes: int = 16, row_tile: int = ROW_TILE, cols:
     exp_block = next(b for b in sch.get_child_blocks(sch.get_sblock("root"))
                      if sch.get(b).name_hint.startswith("T_fast_exp"))
     sch.compute_inline(get("attn_shift"))
+    if any(sch.get(b).name_hint == "attn_logits" for b in sch.get_child_blocks(sch.get_sblock("root"))):
+        sch.compute_inline(get("attn_logits"))  # scores * scale + bias, read by the row max and the exp
     out = get("attn_out")
     *batch, i, _ = sch.get_loops(out)
     io, _ = sch.split(i, [None, ROWS])
