@@ -27,14 +27,14 @@ OFF = dict(schedule=False, prepack_weights=False, fast_math=False, fuse_attentio
 SDPA = {"scaled_dot_product_attention.default": sdpa_matmul}
 
 
-def compile_run(module, args, **pipeline_kwargs):
+def compile_run(module, args, target=TARGET, **pipeline_kwargs):
     """(outputs as numpy, stats, compiled module's function names)."""
     ep = torch.export.export(module.eval(), args)
     mod = from_exported_program(ep, keep_params_as_input=True, run_ep_decomposition=False, custom_convert_map=SDPA)
     mod, detached = relax.frontend.detach_params(mod)
     stats = {}
-    pipe = cpu_basic.pipeline(TARGET, stats=stats, **pipeline_kwargs)
-    executable = tvm.compile(mod, target=TARGET, relax_pipeline=pipe)
+    pipe = cpu_basic.pipeline(target, stats=stats, **pipeline_kwargs)
+    executable = tvm.compile(mod, target=target, relax_pipeline=pipe)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     weights = [tvm.runtime.tensor(p.numpy()) for p in detached["main"]]
     packed = transform_params(vm, weights)
@@ -43,8 +43,8 @@ def compile_run(module, args, **pipeline_kwargs):
     return [out[i].numpy() for i in range(len(out))], stats, names
 
 
-def check_against_unscheduled(module, args, atol=2e-5, **pipeline_kwargs):
-    got, stats, names = compile_run(module, args, **pipeline_kwargs)
+def check_against_unscheduled(module, args, atol=2e-5, target=TARGET, **pipeline_kwargs):
+    got, stats, names = compile_run(module, args, target, **pipeline_kwargs)
     plain, plain_stats, _ = compile_run(module, args, **OFF)
     with torch.no_grad():
         expected = module(*args)
@@ -82,6 +82,13 @@ def test_packed_panels_with_ragged_rows():
     assert "main_transform_params" in names and stats.get("contraction", 0) >= 1
 
 
+def test_packed_panels_in_row_blocks():
+    """192 rows = 32 six-row tiles: two blocks of 16 row tiles, each passed over by every weight panel."""
+    torch.manual_seed(8)
+    stats, names = check_against_unscheduled(nn.Linear(96, 64), (torch.randn(192, 96),))
+    assert "main_transform_params" in names and stats.get("contraction", 0) >= 1
+
+
 class SDPA_(nn.Module):
     def forward(self, q, k, v):
         return F.scaled_dot_product_attention(q, k, v)
@@ -108,6 +115,24 @@ def test_fused_attention_with_an_additive_bias_and_ragged_query_rows(nq, bias_sh
     q, k, v = (torch.randn(1, 3, n, 32) * 2 for n in (nq, 64, 64))
     bias = torch.randn(bias_shape) * 3
     stats, _ = check_against_unscheduled(BiasedSDPA(), (q, k, v, bias))
+    assert stats.get("attention") == 1
+
+
+def test_register_tiles_fit_the_register_file():
+    """AVX-512 (32 zmm): 6 x 64 accumulators in 24 registers; AVX2 (16 ymm): 6 x 16 in 12 (6 x 64 would need 48)."""
+    avx512 = cpu_basic.TileConfig.for_target(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))
+    avx2 = cpu_basic.TileConfig.for_target(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    assert (avx512.row_tile, avx512.col_tile) == (6, 64)
+    assert (avx2.row_tile, avx2.col_tile) == (6, 16)
+
+
+@pytest.mark.skipif(not tvm.target.codegen.target_has_features("avx2", TARGET), reason="needs an AVX2 host")
+def test_fused_attention_with_avx2_tiles_wider_values_than_the_tile():
+    """With AVX2's 16-column tile the product with V (32 features) is two column tiles per row tile."""
+    torch.manual_seed(7)
+    q, k, v = (torch.randn(1, 2, n, 32) * 2 for n in (48, 64, 64))
+    haswell = tvm_target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+    stats, _ = check_against_unscheduled(SDPA_(), (q, k, v), target=haswell)
     assert stats.get("attention") == 1
 
 

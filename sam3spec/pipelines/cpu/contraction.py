@@ -243,7 +243,13 @@ def rule_contraction(sch: Schedule, block: SBlockRV, cfg: TileConfig = DEFAULT_C
     else:
         i_outer = i_inner = None
     others = [it for it in sorted(s_iters, key=lambda t: t.pos) if it is not j_it and it is not i_it]
-    outer = [it.loop for it in others] + [j_outer] + ([i_outer] if i_outer is not None else [])
+    tiles = i_it.const // vi if i_it is not None and i_it.const is not None else 0
+    if "panel" in j_classes and tiles > cfg.row_block and tiles % cfg.row_block == 0:
+        # weight panels: a block of row tiles stays in cache while every panel passes over it
+        i_block, i_outer = sch.split(i_outer, [None, cfg.row_block])
+        outer = [it.loop for it in others] + [i_block, j_outer, i_outer]
+    else:
+        outer = [it.loop for it in others] + [j_outer] + ([i_outer] if i_outer is not None else [])
     inner = [i_inner] if i_inner is not None else []
     inner.append(j_inner)
     r_loops = [it.loop for it in sorted(r_iters, key=lambda t: t.pos)]
