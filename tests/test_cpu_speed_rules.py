@@ -126,6 +126,22 @@ def test_register_tiles_fit_the_register_file():
     assert (avx2.row_tile, avx2.col_tile) == (6, 16)
 
 
+def test_narrow_tiles_take_more_rows():
+    """A 288-wide convolution row splits into 32-column tiles: 12 rows keep AVX-512's 24 accumulators."""
+    avx512 = cpu_basic.TileConfig.for_target(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))
+    avx2 = cpu_basic.TileConfig.for_target(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    assert [avx512.rows_for(cols) for cols in (64, 32, 16, 8)] == [6, 12, 12, 12]
+    assert [avx2.rows_for(cols) for cols in (16, 8, 4)] == [6, 12, 12]
+
+
+def test_conv_with_a_narrow_tile_and_more_rows():
+    """32 output columns and 20 channels: a 32-column tile of 10 channel rows on AVX-512 (6 elsewhere)."""
+    torch.manual_seed(9)
+    conv = nn.Conv2d(8, 20, kernel_size=3, padding=1, bias=True)
+    stats, _ = check_against_unscheduled(conv, (torch.randn(1, 8, 6, 32),))
+    assert stats.get("contraction", 0) >= 1
+
+
 @pytest.mark.skipif(not tvm.target.codegen.target_has_features("avx2", TARGET), reason="needs an AVX2 host")
 def test_fused_attention_with_avx2_tiles_wider_values_than_the_tile():
     """With AVX2's 16-column tile the product with V (32 features) is two column tiles per row tile."""

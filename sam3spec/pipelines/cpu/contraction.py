@@ -238,7 +238,8 @@ def rule_contraction(sch: Schedule, block: SBlockRV, cfg: TileConfig = DEFAULT_C
     # loop handles are still valid (cache_read/transform_layout do not touch them)
     j_outer, j_inner = sch.split(j_it.loop, [None, vj])
     if i_it is not None:
-        vi = tile_size(i_it.const, cfg.row_tile, max(cfg.row_tile // 2, 1))
+        rows = cfg.rows_for(vj)
+        vi = tile_size(i_it.const, rows, max(rows // 2, 1))
         i_outer, i_inner = sch.split(i_it.loop, [None, vi])
     else:
         i_outer = i_inner = None
