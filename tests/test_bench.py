@@ -30,6 +30,21 @@ def test_onnx_runtime_takes_its_turn_after_tvm():
     assert result["ratio_ort"] == pytest.approx(result["tvm_median_s"] / result["ort_median_s"])
 
 
+def test_a_failed_export_names_the_error_it_was_raised_from():
+    """torch.onnx's ConversionError points at a stack trace that bench.md does not show: the cause is named."""
+    try:
+        try:
+            raise ValueError("Cannot view a tensor with shape [201, 1, 8, 32] as (201, 256)!\nUse tlparse")
+        except ValueError as inner:
+            raise RuntimeError("Failed to export.\n(Refer to the full stack trace above for more information.)") \
+                from inner
+    except RuntimeError as exc:
+        reason = bench.failure_reason(exc)
+    assert reason == ("RuntimeError: (Refer to the full stack trace above for more information.) <- "
+                      "ValueError: Cannot view a tensor with shape [201, 1, 8, 32] as (201, 256)!")
+    assert bench.failure_reason(ValueError("one\ntwo")) == "ValueError: two"
+
+
 def test_bench_table_has_the_onnx_runtime_column_and_says_why_it_did_not_run():
     from sam3spec.report import bench_markdown
 

@@ -135,7 +135,7 @@ def test_narrow_tiles_take_more_rows():
 
 
 def test_conv_with_a_narrow_tile_and_more_rows():
-    """32 output columns and 20 channels: a 32-column tile of 10 channel rows on AVX-512 (6 elsewhere)."""
+    """32 output columns and 20 channels: 10 channel rows x 32 columns on AVX-512 (its column tile is 64), 5 x 16 on AVX2."""
     torch.manual_seed(9)
     conv = nn.Conv2d(8, 20, kernel_size=3, padding=1, bias=True)
     stats, _ = check_against_unscheduled(conv, (torch.randn(1, 8, 6, 32),))

@@ -79,9 +79,23 @@ def onnx_peer_for(component_dir: Path, module, args, threads: int) -> tuple[dict
         with torch.no_grad():
             error = onnx_peer.max_abs(outputs, module(*args))
     except Exception as exc:  # noqa: BLE001 - an op torch.onnx or ONNX Runtime does not take: say which
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        return {}, {"status": "failed", "reason": f"{type(exc).__name__}: {lines[-1][:300] if lines else ''}"}
+        return {}, {"status": "failed", "reason": failure_reason(exc)}
     return {"ort": call}, {"status": "ok", "max_abs_vs_pytorch": error}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """'Type: last line' of an exception and, where it was raised from another, 'Type: first line' of the innermost
+    one (torch.onnx's ConversionError ends "Refer to the full stack trace above"; the error it wraps says what)."""
+
+    def _line(e: BaseException, which: int = -1) -> str:
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        return f"{type(e).__name__}: {lines[which][:300] if lines else ''}"
+
+    inner, seen = exc, {id(exc)}
+    while (nxt := inner.__cause__ or inner.__context__) is not None and id(nxt) not in seen:
+        inner = nxt
+        seen.add(id(inner))
+    return _line(exc) if inner is exc else f"{_line(exc)} <- {_line(inner, 0)}"
 
 
 def _pytorch_setting(where: str, autocast: str | None) -> str:
