@@ -142,6 +142,34 @@ def test_conv_with_a_narrow_tile_and_more_rows():
     assert stats.get("contraction", 0) >= 1
 
 
+class ScoresOverPrompt(nn.Module):
+    """Fusion's text cross-attention scores: image queries against a symbolic number of prompt tokens."""
+
+    def forward(self, q, kt, mask):
+        return (q @ kt) * 0.25 + mask
+
+
+def test_contraction_with_symbolic_rows_takes_them_one_at_a_time():
+    """The symbolic prompt axis is no register-row axis (a bounds check per row); correct at two lengths."""
+    torch.manual_seed(10)
+    q, kt, mask = torch.randn(1, 2, 128, 32), torch.randn(1, 2, 32, 19), torch.randn(1, 2, 1, 19)
+    n = torch.export.Dim("n", min=2, max=64)
+    ep = torch.export.export(ScoresOverPrompt(), (q, kt, mask), dynamic_shapes=({}, {3: n}, {3: n}))
+    stats = {}
+    mod = from_exported_program(ep, run_ep_decomposition=False)
+    scheduled = cpu_basic.pipeline(TARGET)(mod)
+    matmuls = [f.script() for gv, f in scheduled.functions_items() if "matmul" in gv.name_hint]
+    assert matmuls and not any("T.where" in text for text in matmuls)  # no bounds check per register row
+    executable = tvm.compile(mod, target=TARGET, relax_pipeline=cpu_basic.pipeline(TARGET, stats=stats))
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    assert stats.get("contraction", 0) >= 1 and not stats.get("fallback") and not stats.get("errors")
+    for length in (19, 5):
+        args = (q, kt[..., :length].contiguous(), mask[..., :length].contiguous())
+        got = vm["main"](*[tvm.runtime.tensor(a.numpy()) for a in args])
+        got = got if hasattr(got, "numpy") else got[0]
+        np.testing.assert_allclose(got.numpy(), ScoresOverPrompt()(*args).numpy(), atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.skipif(not tvm.target.codegen.target_has_features("avx2", TARGET), reason="needs an AVX2 host")
 def test_fused_attention_with_avx2_tiles_wider_values_than_the_tile():
     """With AVX2's 16-column tile the product with V (32 features) is two column tiles per row tile."""
