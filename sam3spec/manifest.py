@@ -24,7 +24,8 @@ from sam3spec.yamlsource import CannotRead, Location, SourceError, cut, load as 
 from sam3spec.yamlsource import read as read_source
 
 SCHEMA = json.loads(resources.files("sam3spec.schema").joinpath("manifest.schema.json").read_text())
-NAMED_LISTS = ("dims", "components", "substitutions", "targets", "inputs", "outputs")
+NAMED_LISTS = ("dims", "components", "substitutions", "targets", "inputs", "outputs", "converters")
+KEYED_BY = {"converters": "op"}   # the field that names a list's items, where it is not `name`
 MAX_EXTENDS = 8    # manifests in one extends chain
 MAX_ERRORS = 50    # errors reported per manifest; the rest are counted
 MAX_SCHEMA_ERRORS = 4 * MAX_ERRORS  # schema violations looked for: 18,000 bad shape entries take seconds
@@ -57,19 +58,24 @@ class Manifest:
 
 
 def _merge(base, over, path=()):
-    """`over` on top of `base`: mappings merge by key, lists of named mappings by `name`, the rest replace."""
+    """`over` on top of `base`: mappings merge by key (a key set to null is removed, as in JSON Merge Patch),
+    lists of named mappings by `name`, the rest replace."""
     if isinstance(base, dict) and isinstance(over, dict):
         out = dict(base)
         for key, value in over.items():
-            out[key] = _merge(base.get(key), value, path + (key,)) if key in base else value
+            if value is None and key in base:
+                del out[key]
+            else:
+                out[key] = _merge(base.get(key), value, path + (key,)) if key in base else value
         return out
+    key = KEYED_BY.get(path[-1], "name") if path else "name"
     if (isinstance(base, list) and isinstance(over, list) and path and path[-1] in NAMED_LISTS
-            and all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in base + over)):
+            and all(isinstance(i, dict) and isinstance(i.get(key), str) for i in base + over)):
         out = [copy.deepcopy(i) for i in base]
-        index = {item["name"]: i for i, item in enumerate(out)}
+        index = {item[key]: i for i, item in enumerate(out)}
         for item in over:
-            if item["name"] in index:
-                out[index[item["name"]]] = _merge(out[index[item["name"]]], item)
+            if item[key] in index:
+                out[index[item[key]]] = _merge(out[index[item[key]]], item)
             else:
                 out.append(item)
         return out
@@ -91,6 +97,9 @@ def _read(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
         raise ManifestErrors([exc]) from None
     parent = data.get("extends")
     if parent is None:
+        if "overlays" in data:
+            raise ManifestErrors([SourceError(locate(locs, ("overlays",), key=True), ("overlays",),
+                                              "overlays need an extends: they apply on top of the parent")])
         return data, locs
     where = locate(locs, ("extends",))
 
@@ -112,11 +121,42 @@ def _read(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
         fail(f"extends {short(parent, 100)}, which extends this file (cycle)")
     base, base_locs = _read(parent_path, chain + ((me, where),))
     base.pop("extends", None)
+    base.pop("overlays", None)
+    all_locs = dict(base_locs)
+    for overlay, overlay_locs in _overlays(path, data, locs):
+        base = _merge(base, overlay)
+        all_locs.update(_relocate(overlay, overlay_locs, base))
+    data = {k: v for k, v in data.items() if k != "overlays"}
     merged = _merge(base, data)
     # Locations: the derived file wins wherever it says something; merged list items are re-keyed by index.
-    all_locs = dict(base_locs)
     all_locs.update(_relocate(data, locs, merged))
     return merged, all_locs
+
+
+def _overlays(path: Path, data: dict, locs: dict) -> list[tuple[dict, dict]]:
+    """The files `overlays` names, each as written (its own keys, not what it extends): a variant's changes
+    (sam3-image-tiny's reductions) applied to another parent (sam3-video) without copying them."""
+    names = data.get("overlays", [])
+    where = locate(locs, ("overlays",))
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ManifestErrors([SourceError(where, ("overlays",), "must be a list of manifest paths")])
+    out = []
+    for i, name in enumerate(names):
+        try:
+            overlay, overlay_locs = load_yaml(str(path.parent / name), read_source(path.parent / name))
+        except (CannotRead, SourceError) as exc:
+            reason = exc.reason if isinstance(exc, CannotRead) else str(exc)
+            raise ManifestErrors([SourceError(locate(locs, ("overlays", i)), ("overlays", i),
+                                              f"cannot read {short(name, 100)}: {reason}")]) from None
+        if not isinstance(overlay, dict):
+            raise ManifestErrors([SourceError(locate(locs, ("overlays", i)), ("overlays", i),
+                                              f"{short(name, 100)} is not a mapping")])
+        if "overlays" in overlay:
+            raise ManifestErrors([SourceError(locate(locs, ("overlays", i)), ("overlays", i),
+                                              f"{short(name, 100)} has overlays of its own: one level only")])
+        out.append(({k: v for k, v in overlay.items() if k not in ("extends", "name", "description")},
+                    overlay_locs))
+    return out
 
 
 def _relocate(over: dict, over_locs: dict, merged: dict) -> dict:
@@ -127,13 +167,14 @@ def _relocate(over: dict, over_locs: dict, merged: dict) -> dict:
         for part in path:
             if isinstance(part, int) and isinstance(node_over, list) and isinstance(node_merged, list):
                 item = node_over[part] if part < len(node_over) else None
+                key = KEYED_BY.get(new[-1], "name") if new else "name"
                 if node_merged is not node_over:  # merged by name, not replaced
                     if id(node_merged) not in index_of:
                         names = index_of[id(node_merged)] = {}
                         for j, m in enumerate(node_merged):
-                            if isinstance(m, dict) and isinstance(m.get("name"), str):
-                                names.setdefault(m["name"], j)
-                    name = item.get("name") if isinstance(item, dict) else None
+                            if isinstance(m, dict) and isinstance(m.get(key), str):
+                                names.setdefault(m[key], j)
+                    name = item.get(key) if isinstance(item, dict) else None
                     part = index_of[id(node_merged)].get(name, part) if isinstance(name, str) else part
                 node_over, node_merged = item, node_merged[part] if part < len(node_merged) else None
             elif isinstance(node_over, dict) and part in node_over:
@@ -275,6 +316,8 @@ def _semantic_errors(data: dict, locs: dict) -> list[SourceError]:
             err(("converters", i, "op"), f"duplicate converter for {conv['op']!r}")
         seen_ops.add(conv["op"])
     checks = [(("model", "builder"), data["model"]["builder"])]
+    if "view" in data["model"]:
+        checks.append((("model", "view"), data["model"]["view"]))
     if "loader" in data["model"]["weights"]:
         checks.append((("model", "weights", "loader"), data["model"]["weights"]["loader"]))
     checks += [(("substitutions", i, "with"), s["with"]) for i, s in enumerate(data.get("substitutions", []))]

@@ -105,6 +105,8 @@ def for_export(plan: Plan, root: Path, comp: ComponentPlan, step: str = "export"
     out[f"inputs of `{comp.name}`"] = digest(comp.inputs)
     out[f"outputs of `{comp.name}`"] = digest(comp.outputs)
     out[f"adapter `{comp.adapter}`"] = digest([comp.adapter, _code([_module(comp.adapter)])])
+    if model.get("view"):
+        out[f"view `{model['view']}`"] = digest([model["view"], _code([_module(model["view"])])])
     if autocast:
         out[f"autocast {autocast['dtype']} on {autocast['device']}"] = digest(autocast)
     for sub in model.get("substitutions", []):

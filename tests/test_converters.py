@@ -14,6 +14,8 @@ from sam3spec.runtime.resolve import resolve
 
 MANIFEST = yaml.safe_load(open(__file__.replace("tests/test_converters.py", "manifests/sam3-image.yaml")))
 CONVERTERS = {c["op"]: resolve(c["with"]) for c in MANIFEST["converters"]}
+VIDEO = yaml.safe_load(open(__file__.replace("tests/test_converters.py", "manifests/sam3-video.yaml")))
+CONVERTERS.update({c["op"]: resolve(c["with"]) for c in VIDEO["converters"]})   # the video manifest adds these
 
 
 def run(module, args, dynamic=None, check_args=None):
@@ -138,3 +140,41 @@ def test_group_norm_statistics_stay_accurate_on_large_groups():
     with torch.no_grad():
         exact = norm.double()(x.double()).numpy()
     assert np.abs(got - exact).max() < 1e-5
+
+
+def test_antialiased_enlarging_is_bilinear_and_shrinking_is_refused():
+    grow = Fn(lambda x: (torch.nn.functional.interpolate(x, size=(40, 44), mode="bilinear", antialias=True),))
+    run(grow, [torch.randn(2, 1, 32, 32)])
+    shrink = Fn(lambda x: (torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", antialias=True),))
+    with pytest.raises(NotImplementedError, match="only enlarging"):
+        run(shrink, [torch.randn(2, 1, 32, 32)])
+
+
+def test_repeat_by_a_symbolic_count_broadcasts():
+    b = torch.export.Dim("b", min=1, max=8)
+    table = torch.randn(1, 4, 5)
+    run(Fn(lambda x: (table.repeat(x.shape[0], 2, 1) + x,)), [torch.randn(3, 8, 5)], dynamic=({0: b},),
+        check_args=[[torch.randn(1, 8, 5)], [torch.randn(6, 8, 5)]])
+
+
+def test_symbolic_slices_and_reshapes_keep_exact_shapes():
+    """The tracker's memory attention keys (rope_attention_real): M frames x tokens, rotated per frame after a
+    slice with a symbolic bound, then P pointer tokens. Without slice_inbound a later pass fails on a T.min shape
+    (prim.if_then_else), without symbolic_reshape the frontend's identity check raises."""
+    from sam3.sam.transformer import RoPEAttention
+
+    from sam3spec.substitutes import rope_attention_real
+
+    torch.manual_seed(0)
+    attn = RoPEAttention(embedding_dim=16, num_heads=1, downsample_rate=1, kv_in_dim=8, feat_sizes=[4, 4],
+                         rope_k_repeat=True).eval()
+    rope_attention_real.prepare(attn)
+
+    def attend(q, mem, ptr):
+        kv = torch.cat([mem.flatten(0, 1), ptr]).unsqueeze(0)
+        return (rope_attention_real.forward(attn, q, kv, kv, num_k_exclude_rope=ptr.shape[0]),)
+
+    m, p = torch.export.Dim("m", min=1, max=6), torch.export.Dim("p", min=2, max=9)
+    args = [torch.randn(1, 16, 16), torch.randn(2, 16, 8), torch.randn(4, 8)]
+    run(Fn(attend), args, dynamic=(None, {0: m}, {0: p}),
+        check_args=[args, [torch.randn(1, 16, 16), torch.randn(5, 16, 8), torch.randn(9, 8)]])

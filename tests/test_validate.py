@@ -118,6 +118,52 @@ def test_derived_manifest_overrides_only_what_it_says():
     assert tiny["substitutions"] == full["substitutions"] and tiny["converters"] == full["converters"]
 
 
+def test_the_video_manifest_shares_the_image_one():
+    """sam3-video extends sam3-image (null removes the image builder's arguments); sam3-video-tiny lays
+    sam3-image-tiny's own keys over it (overlays), so neither copies what the image manifests say."""
+    from sam3spec import manifest
+
+    image = manifest.load(ROOT / "manifests" / "sam3-image.yaml").data
+    image_tiny = manifest.load(ROOT / "manifests" / "sam3-image-tiny.yaml").data
+    video = manifest.load(ROOT / "manifests" / "sam3-video.yaml").data
+    tiny = manifest.load(ROOT / "manifests" / "sam3-video-tiny.yaml").data
+    assert "eval_mode" not in video["model"]["builder_args"] and video["model"]["builder_args"]["device"] == "cpu"
+    assert set(video["model"]["weights"]["initialise"]) == {"detector." + k for k in image["model"]["weights"]["initialise"]}
+    image_names = [c["name"] for c in image["components"]]
+    assert [c["name"] for c in video["components"]] == image_names + ["memory_attention", "memory_encoder"]
+    ops = [c["op"] for c in video["converters"]]
+    assert ops[:len(image["converters"])] == [c["op"] for c in image["converters"]] and "slice.Tensor" in ops
+    assert tiny["name"] == "sam3-video-tiny" and tiny["sizes"] == {**image_tiny["sizes"], "mask": 336}
+    assert tiny["model"]["builder"] == video["model"]["builder"]
+    assert {**image_tiny["model"]["overrides"],
+            "sam3.model.sam3_video_inference:Sam3VideoInferenceWithInstanceInteractivity": {"image_size": 336}} \
+        == tiny["model"]["overrides"]
+    trunk = {c["name"]: c for c in tiny["components"]}["vit_trunk"]
+    assert trunk["tolerance"] == {"atol": 1e-4, "rtol": 1e-4}        # the overlay's component change, by name
+
+
+def test_null_removes_an_inherited_key_and_overlays_apply_before_the_file(tmp_path):
+    from sam3spec import manifest
+
+    (tmp_path / "base.yaml").write_text(MINIMAL)
+    (tmp_path / "variant.yaml").write_text("manifest_version: 1\nextends: base.yaml\nname: variant\n"
+                                           "sizes: {width: 4}\ntolerance: {atol: 1.0e-3}\n")
+    (tmp_path / "child.yaml").write_text("manifest_version: 1\nextends: base.yaml\noverlays: [variant.yaml]\n"
+                                         "name: child\nsubstitutions: [{name: no_torchvision, keep_original_if: null}]\n"
+                                         "converters:\n  - {op: cat.default, with: sam3spec.converters.cat_promote:"
+                                         "cat_promote, reason: by op}\n")
+    data = manifest.load(tmp_path / "child.yaml").data
+    assert data["name"] == "child" and data["sizes"] == {"width": 4} and data["tolerance"] == {"atol": 1e-3, "rtol": 1e-4}
+    assert "keep_original_if" not in data["substitutions"][0] and data["substitutions"][0]["when"] == "import"
+    assert [c["reason"] for c in data["converters"]] == ["by op"]     # merged by op, not appended
+    (tmp_path / "lone.yaml").write_text(MINIMAL.replace("name: minimal", "name: lone\noverlays: [variant.yaml]"))
+    (tmp_path / "gone.yaml").write_text("manifest_version: 1\nextends: base.yaml\noverlays: [nope.yaml]\nname: gone\n")
+    for name, word in (("lone.yaml", "overlays need an extends"), ("gone.yaml", "cannot read 'nope.yaml'")):
+        result = validate(name, cwd=tmp_path)
+        assert result.returncode == 2 and word in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(f"{name}:")
+
+
 def test_error_in_a_derived_manifest_points_into_that_file(tmp_path):
     (tmp_path / "base.yaml").write_text(MINIMAL)
     (tmp_path / "child.yaml").write_text("manifest_version: 1\nextends: base.yaml\nname: child\n"

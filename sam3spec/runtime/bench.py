@@ -124,7 +124,7 @@ def run(*, model: dict, manifest_dir: str, components: list[dict], target: dict,
     results = []
     for i, comp in enumerate(components, 1):
         progress(f"bench [{i}/{len(components)}] {comp['name']}")
-        module = resolve(comp["adapter"])(net).eval().to(where)
+        module = resolve(comp["adapter"])(model_lib.adapter_root(model, net)).eval().to(where)
         example = {name: d["example"] for name, d in comp["dims"].items()}
         args = samples.make_all(comp["inputs"], example, seed)
         compiled = Component(Path(build_dir) / comp["name"], target)

@@ -139,7 +139,7 @@ def run(*, model: dict, manifest_dir: str, component: str, adapter: str, inputs:
         result["weights"] = checkpoint.weights_source(model["weights"], Path(manifest_dir))
         with cpu_build():
             net = model_lib.build_substituted(model, Path(manifest_dir))
-        module = resolve(adapter)(net).eval()
+        module = resolve(adapter)(model_lib.adapter_root(model, net)).eval()
         del net
         runs = [samples.make_all(inputs, case, seed + i) for i, case in enumerate(cases(dims))]
         progress(f"{component}: reference outputs from the original PyTorch code ({len(runs)} case(s))")

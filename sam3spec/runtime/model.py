@@ -73,6 +73,11 @@ def build(model: dict, manifest_dir: Path) -> torch.nn.Module:
     return net.eval()
 
 
+def adapter_root(model: dict, net: torch.nn.Module) -> torch.nn.Module:
+    """What every component's adapter receives: the built model, or the manifest's `view` of it."""
+    return resolve(model["view"])(net) if model.get("view") else net
+
+
 def build_substituted(model: dict, manifest_dir: Path) -> torch.nn.Module:
     """:func:`build` after the manifest's import- and build-phase substitutions, as every step builds it."""
     subs = model.get("substitutions", [])

@@ -1,0 +1,73 @@
+"""Adapters that cut SAM3's tracker (`sam3.model.sam3_tracker_base.Sam3TrackerBase`, reached as
+`inst_interactive_predictor.model`: in the image model, and in the video model through
+:func:`sam3spec.adapters.sam3_video.image_view`) into exportable components, as :mod:`.sam3_image` does for the
+detector: the same submodules mounted at the same paths, SAM3's own code called.
+
+Each component is one of the tracker's modules, called as SAM3 calls it, so that a compiled stand-in can take its
+place in SAM3's own video inference (F the feature side, S the image side):
+
+    memory_attention(src [HW,1,256], src_pos [HW,1,256], memory [M,HW,1,64], memory_pos [M,HW,1,64],
+                     pointers [P,1,64], pointers_pos [P,1,64]) -> memory [HW,1,256]
+        `transformer.encoder` as Sam3TrackerBase._prepare_memory_conditioned_features calls it: the current
+        frame's features attend to M memory frames (each [HW,1,64], its temporal position encoding already in
+        its position) and P object-pointer tokens (4 per pointer, mem_dim 64 < 256), which skip RoPE. One object
+        per call: SAM3 batches the objects it tracks, and each one's result depends on its own memory only.
+    memory_encoder(pix_feat [B,256,F,F], mask_for_mem [B,1,S,S]) -> maskmem_features, maskmem_pos_enc [B,64,F,F]
+        `maskmem_backbone(pix_feat, mask_for_mem, skip_mask_sigmoid=True)`, as _encode_new_memory calls it; the
+        mask's activation before it and the no-object embedding after it are SAM3's elementwise code around it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sam3spec.adapters.sam3_image import _Adapter
+
+TRACKER = "inst_interactive_predictor.model"
+
+
+def _tracker_feat(model: nn.Module) -> int:
+    """Side of the tracker's feature map: its memory attention's RoPE table is built for it."""
+    attn = _tracker(model).transformer.encoder.layers[0].self_attn
+    return int(round(attn.freqs_cis.shape[0] ** 0.5))
+
+
+def _tracker(model: nn.Module) -> nn.Module:
+    return model.inst_interactive_predictor.model
+
+
+class _MemoryAttention(_Adapter):
+    def __init__(self, model):
+        super().__init__(model, [f"{TRACKER}.transformer.encoder"])
+        self.feat = _tracker_feat(model)
+
+    def forward(self, src, src_pos, memory, memory_pos, pointers, pointers_pos):
+        t = self.inst_interactive_predictor.model
+        out = t.transformer.encoder(
+            src=[src], src_key_padding_mask=[None], src_pos=[src_pos],
+            prompt=torch.cat([memory.flatten(0, 1), pointers], dim=0),
+            prompt_pos=torch.cat([memory_pos.flatten(0, 1), pointers_pos], dim=0),
+            prompt_key_padding_mask=None, feat_sizes=[(self.feat, self.feat)], num_obj_ptr_tokens=pointers.shape[0],
+        )
+        return out["memory"]
+
+
+def memory_attention(model) -> nn.Module:
+    """src, src_pos [HW,1,256]; memory, memory_pos [M,HW,1,64]; pointers, pointers_pos [P,1,64] -> memory [HW,1,256]."""
+    return _MemoryAttention(model)
+
+
+class _MemoryEncoder(_Adapter):
+    def __init__(self, model):
+        super().__init__(model, [f"{TRACKER}.maskmem_backbone"])
+
+    def forward(self, pix_feat, mask_for_mem):
+        out = self.inst_interactive_predictor.model.maskmem_backbone(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
+        return out["vision_features"], out["vision_pos_enc"][-1]
+
+
+def memory_encoder(model) -> nn.Module:
+    """pix_feat [B,256,F,F], mask_for_mem [B,1,S,S] (activated, scaled and biased) -> maskmem_features,
+    maskmem_pos_enc [B,64,F,F]."""
+    return _MemoryEncoder(model)
