@@ -178,3 +178,11 @@ def test_symbolic_slices_and_reshapes_keep_exact_shapes():
     args = [torch.randn(1, 16, 16), torch.randn(2, 16, 8), torch.randn(4, 8)]
     run(Fn(attend), args, dynamic=(None, {0: m}, {0: p}),
         check_args=[args, [torch.randn(1, 16, 16), torch.randn(5, 16, 8), torch.randn(9, 8)]])
+
+
+def test_repeat_interleave_by_a_symbolic_count_broadcasts():
+    """The tracker's mask decoder repeats the image position encoding once per object (a symbolic count)."""
+    b = torch.export.Dim("b", min=1, max=8)
+    table = torch.randn(1, 4, 5)
+    run(Fn(lambda x: (torch.repeat_interleave(table, x.shape[0], dim=0) * x,)), [torch.randn(3, 4, 5)],
+        dynamic=({0: b},), check_args=[[torch.randn(1, 4, 5)], [torch.randn(7, 4, 5)]])

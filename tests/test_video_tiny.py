@@ -12,7 +12,7 @@ from sam3spec import manifest, plan as plan_lib
 from sam3spec.runtime import model as model_lib, reference as reference_lib
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACKER = ["memory_attention", "memory_encoder"]
+TRACKER = ["memory_attention", "memory_encoder", "tracker_mask_decoder"]
 
 
 @pytest.fixture(scope="module")
