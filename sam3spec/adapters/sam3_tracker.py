@@ -15,13 +15,14 @@ place in SAM3's own video inference (F the feature side, S the image side):
     memory_encoder(pix_feat [B,256,F,F], mask_for_mem [B,1,S,S]) -> maskmem_features, maskmem_pos_enc [B,64,F,F]
         `maskmem_backbone(pix_feat, mask_for_mem, skip_mask_sigmoid=True)`, as _encode_new_memory calls it; the
         mask's activation before it and the no-object embedding after it are SAM3's elementwise code around it.
-    tracker_mask_decoder(image_embeddings [B,256,F,F], image_pe [1,256,F,F], sparse [B,N,256], dense [B,256,F,F],
-                     high_res_0 [B,32,4F,4F], high_res_1 [B,64,2F,2F]) -> masks [B,4,4F,4F], iou_pred [B,4],
-                     mask_tokens_out [B,4,256], object_score_logits [B,1]
+    tracker_mask_decoder(image_embeddings [1,256,F,F], image_pe [1,256,F,F], sparse [1,N,256], dense [1,256,F,F],
+                     high_res_0 [1,32,4F,4F], high_res_1 [1,64,2F,2F]) -> masks [1,4,4F,4F], iou_pred [1,4],
+                     mask_tokens_out [1,4,256], object_score_logits [1,1]
         `sam_mask_decoder.predict_masks` as MaskDecoder.forward calls it from _forward_sam_heads: every mask
         token; forward's choice among them (multimask, or the most stable mask) stays SAM3's code. Unlike the
         image manifest's sam_mask_decoder, the image embedding comes in as the tracker makes it (memory-
-        conditioned, or with no_mem_embed on a first frame), for B objects at once.
+        conditioned, or with no_mem_embed on a first frame); one object per call, as memory_attention (the
+        decoder treats each object on its own).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class _MaskDecoder(_Adapter):
 
 
 def tracker_mask_decoder(model) -> nn.Module:
-    """image_embeddings [B,256,F,F], image_pe [1,256,F,F], sparse [B,N,256], dense [B,256,F,F], high_res_0
-    [B,32,4F,4F], high_res_1 [B,64,2F,2F] -> masks [B,4,4F,4F], iou_pred [B,4], mask_tokens_out [B,4,256],
-    object_score_logits [B,1]."""
+    """image_embeddings [1,256,F,F], image_pe [1,256,F,F], sparse [1,N,256], dense [1,256,F,F], high_res_0
+    [1,32,4F,4F], high_res_1 [1,64,2F,2F] -> masks [1,4,4F,4F], iou_pred [1,4], mask_tokens_out [1,4,256],
+    object_score_logits [1,1]."""
     return _MaskDecoder(model)

@@ -12,16 +12,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 
 INPUTS = [
-    {'name': 'image_embeddings', 'shape': ['objects', 256, 24, 24], 'dtype': 'float32'},
+    {'name': 'image_embeddings', 'shape': [1, 256, 24, 24], 'dtype': 'float32'},
     {'name': 'image_pe', 'shape': [1, 256, 24, 24], 'dtype': 'float32'},
-    {'name': 'sparse', 'shape': ['objects', 'sparse_tokens', 256], 'dtype': 'float32'},
-    {'name': 'dense', 'shape': ['objects', 256, 24, 24], 'dtype': 'float32'},
-    {'name': 'high_res_0', 'shape': ['objects', 32, 96, 96], 'dtype': 'float32'},
-    {'name': 'high_res_1', 'shape': ['objects', 64, 48, 48], 'dtype': 'float32'},
+    {'name': 'sparse', 'shape': [1, 'sparse_tokens', 256], 'dtype': 'float32'},
+    {'name': 'dense', 'shape': [1, 256, 24, 24], 'dtype': 'float32'},
+    {'name': 'high_res_0', 'shape': [1, 32, 96, 96], 'dtype': 'float32'},
+    {'name': 'high_res_1', 'shape': [1, 64, 48, 48], 'dtype': 'float32'},
 ]
 OUTPUTS = ['masks', 'iou_pred', 'mask_tokens_out', 'object_score_logits']
-DIMS = {'sparse_tokens': {'min': 2, 'max': 9, 'example': 4},
- 'objects': {'min': 1, 'max': 16, 'example': 2}}
+DIMS = {'sparse_tokens': {'min': 2, 'max': 9, 'example': 4}}
 AUTOCAST = {'metal-fp16': {'dtype': 'float16', 'device': 'mps'},
  'cuda-metal-fp16': {'dtype': 'float16', 'device': 'cuda'},
  'cuda-fp16': {'dtype': 'float16', 'device': 'cuda'}}  # reduced-precision targets: PyTorch autocast's outputs too
