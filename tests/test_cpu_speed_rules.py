@@ -204,6 +204,28 @@ def test_patch_conv_as_matmul():
     assert stats.get("contraction", 0) >= 1
 
 
+@pytest.mark.parametrize("size", [(13, 18), (16, 16)])
+def test_strided_conv_with_padding_as_matmul(size):
+    """The tracker's mask downsampler: 3x3, stride 2, padding 1, 64 output channels (odd and even sides, so that
+    windows reach into the padding on one side or both)."""
+    torch.manual_seed(5)
+    conv = nn.Conv2d(8, 64, kernel_size=3, stride=2, padding=1, bias=True)
+    x = torch.randn(2, 8, *size)
+    stats, _ = check_against_unscheduled(conv, (x,))
+    assert stats.get("contraction", 0) >= 1
+    assert "patch" in legalized_names(conv, x)
+
+
+def legalized_names(module, x) -> str:
+    mod = from_exported_program(torch.export.export(module.eval(), (x,)), run_ep_decomposition=False)
+    return " ".join(gv.name_hint for gv, _ in cpu_basic.pipeline(TARGET, stop_before_schedule=True)(mod).functions_items())
+
+
+def test_strided_conv_with_few_channels_keeps_the_stock_legalization():
+    conv = nn.Conv2d(1, 4, kernel_size=3, stride=2, padding=1)
+    assert "patch" not in legalized_names(conv, torch.randn(1, 1, 16, 16))
+
+
 class Nonlinear(nn.Module):
     def forward(self, x):
         return F.gelu(x), torch.softmax(x, -1)

@@ -1,5 +1,5 @@
-"""LegalizeOps overrides: stride == kernel convolutions and transposed convolutions as contractions (exact), and
-GELU's erf as a vectorisable polynomial."""
+"""LegalizeOps overrides: stride == kernel and strided convolutions, and transposed convolutions, as contractions
+(exact up to summation order), and GELU's erf as a vectorisable polynomial."""
 
 from __future__ import annotations
 
@@ -67,13 +67,26 @@ def conv_transpose_legalize_map() -> dict:
     return {op_name: _legalize}
 
 
+MIN_STRIDED_CHANNELS = 64   # strided convolutions with fewer output channels keep the stock legalization
+
+
+def _strided(attrs, kshape, dshape) -> bool:
+    """A 3x3-like convolution with stride > 1 (the tracker's mask downsampler: stride 2, padding 1): NCHW/OIHW,
+    one group, no dilation, at least MIN_STRIDED_CHANNELS output channels."""
+    return (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
+            and int(attrs.groups) == 1 and all(int(v) == 1 for v in attrs.dilation)
+            and all(int(v) > 1 for v in attrs.strides) and kshape[0] >= MIN_STRIDED_CHANNELS)
+
+
 def patch_conv_legalize_map() -> dict:
     """``LegalizeOps`` override for ``nn.conv2d`` with stride == kernel size, or a kernel as large as the
     input, no padding, dilation or groups (a ViT patch embedding, 14x14 stride 14; the geometry
-    encoder's 7x7 box pooling): patches [N, OH*OW, C*KH*KW] times weight rows
-    [O, C*KH*KW] -- a matmul for :func:`rule_contraction` -- then an NCHW copy. TOPI's direct conv
-    loop nest (input window inner) ran SAM3's 1008x1008 patch embedding in 1.6 s; anything else keeps
-    the stock legalization."""
+    encoder's 7x7 box pooling), and for strided convolutions with padding and at least 64 output channels
+    (the tracker's mask downsampler, 3x3 stride 2): patches [N, OH*OW, C*KH*KW] (zeros where a window
+    reaches into the padding) times weight rows [O, C*KH*KW] -- a matmul for :func:`rule_contraction` --
+    then an NCHW copy. TOPI's direct conv loop nest (input window inner) ran SAM3's 1008x1008 patch
+    embedding in 1.6 s, and a 64 -> 256 channel 3x3 stride-2 convolution at 144x144 at ~9 GFLOP/s (its
+    strided input reads do not vectorise); anything else keeps the stock legalization."""
     from tvm import te  # pylint: disable=import-outside-toplevel
 
     op_name = "relax.nn.conv2d"
@@ -83,26 +96,36 @@ def patch_conv_legalize_map() -> dict:
         attrs = call.attrs
         kshape = static_shape(call.args[1])
         dshape = static_shape(call.args[0], skip=1)  # the batch may be symbolic
-        simple = (
-            kshape is not None and dshape is not None and plain_conv2d(attrs, "OIHW")
+        if kshape is None or dshape is None:
+            return default(bb, call)
+        patch = (
+            plain_conv2d(attrs, "OIHW")
             # stride == kernel, or one window covering the whole input (the stride does not matter)
             and ([int(v) for v in attrs.strides] == kshape[2:] or dshape[1:] == kshape[2:])
             and kshape[2] * kshape[3] > 1 and dshape[1] % kshape[2] == 0 and dshape[2] % kshape[3] == 0
         )
-        if not simple:
+        if not patch and not _strided(attrs, kshape, dshape):
             return default(bb, call)
         out_dtype = str(call.ty.dtype)
         kh, kw = kshape[2], kshape[3]
+        sh, sw = (kh, kw) if patch else (int(attrs.strides[0]), int(attrs.strides[1]))
+        pt, pl, pb, pr = (0, 0, 0, 0) if patch else [int(v) for v in attrs.padding]
 
         def _te(data, kernel):
             n, c, h, w = data.shape
             o = kernel.shape[0]
-            oh, ow, r = h // kh, w // kw, c * kh * kw
-            patches = te.compute(
-                (n, oh * ow, r),
-                lambda b, p, q: data[b, q // (kh * kw), p // ow * kh + q // kw % kh, p % ow * kw + q % kw],
-                name="patches",
-            )
+            oh, ow, r = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1, c * kh * kw
+
+            def window(b, p, q):
+                y = p // ow * sh + q // kw % kh - pt
+                x = p % ow * sw + q % kw - pl
+                value = data[b, q // (kh * kw), y, x]
+                if not (pt or pl or pb or pr):
+                    return value
+                inside = tvm.tirx.all(y >= 0, y < h, x >= 0, x < w)
+                return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(0, data.dtype))
+
+            patches = te.compute((n, oh * ow, r), window, name="patches")
             rows = te.compute((o, r), lambda f, q: kernel[f, q // (kh * kw), q // kw % kh, q % kw],
                               name="weight_rows")
             rq = te.reduce_axis((0, r), name="rq")
