@@ -130,7 +130,8 @@ def test_the_video_manifest_shares_the_image_one():
     assert "eval_mode" not in video["model"]["builder_args"] and video["model"]["builder_args"]["device"] == "cpu"
     assert set(video["model"]["weights"]["initialise"]) == {"detector." + k for k in image["model"]["weights"]["initialise"]}
     image_names = [c["name"] for c in image["components"]]
-    assert [c["name"] for c in video["components"]] == image_names + ["memory_attention", "memory_encoder"]
+    assert [c["name"] for c in video["components"]] == image_names + ["memory_attention", "memory_encoder",
+                                                                      "tracker_mask_decoder"]
     ops = [c["op"] for c in video["converters"]]
     assert ops[:len(image["converters"])] == [c["op"] for c in image["converters"]] and "slice.Tensor" in ops
     assert tiny["name"] == "sam3-video-tiny" and tiny["sizes"] == {**image_tiny["sizes"], "mask": 336}
