@@ -136,24 +136,23 @@ def _read(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
 def _overlays(path: Path, data: dict, locs: dict) -> list[tuple[dict, dict]]:
     """The files `overlays` names, each as written (its own keys, not what it extends): a variant's changes
     (sam3-image-tiny's reductions) applied to another parent (sam3-video) without copying them."""
+    def fail(key: tuple, message: str):
+        raise ManifestErrors([SourceError(locate(locs, key), key, message)]) from None
+
     names = data.get("overlays", [])
-    where = locate(locs, ("overlays",))
     if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ManifestErrors([SourceError(where, ("overlays",), "must be a list of manifest paths")])
+        fail(("overlays",), "must be a list of manifest paths")
     out = []
     for i, name in enumerate(names):
         try:
             overlay, overlay_locs = load_yaml(str(path.parent / name), read_source(path.parent / name))
         except (CannotRead, SourceError) as exc:
-            reason = exc.reason if isinstance(exc, CannotRead) else str(exc)
-            raise ManifestErrors([SourceError(locate(locs, ("overlays", i)), ("overlays", i),
-                                              f"cannot read {short(name, 100)}: {reason}")]) from None
+            fail(("overlays", i), f"cannot read {short(name, 100)}: "
+                                  f"{exc.reason if isinstance(exc, CannotRead) else exc}")
         if not isinstance(overlay, dict):
-            raise ManifestErrors([SourceError(locate(locs, ("overlays", i)), ("overlays", i),
-                                              f"{short(name, 100)} is not a mapping")])
+            fail(("overlays", i), f"{short(name, 100)} is not a mapping")
         if "overlays" in overlay:
-            raise ManifestErrors([SourceError(locate(locs, ("overlays", i)), ("overlays", i),
-                                              f"{short(name, 100)} has overlays of its own: one level only")])
+            fail(("overlays", i), f"{short(name, 100)} has overlays of its own: one level only")
         out.append(({k: v for k, v in overlay.items() if k not in ("extends", "name", "description")},
                     overlay_locs))
     return out

@@ -30,19 +30,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sam3spec.adapters.sam3_image import _Adapter
+from sam3spec.adapters.sam3_image import _Adapter, _get
 
 TRACKER = "inst_interactive_predictor.model"
 
 
 def _tracker_feat(model: nn.Module) -> int:
     """Side of the tracker's feature map: its memory attention's RoPE table is built for it."""
-    attn = _tracker(model).transformer.encoder.layers[0].self_attn
+    attn = _get(model, TRACKER).transformer.encoder.layers[0].self_attn
     return int(round(attn.freqs_cis.shape[0] ** 0.5))
-
-
-def _tracker(model: nn.Module) -> nn.Module:
-    return model.inst_interactive_predictor.model
 
 
 class _MemoryAttention(_Adapter):

@@ -6,6 +6,11 @@ import torch
 from tvm import relax
 
 
+def is_one(size) -> bool:
+    """A static size of 1 (an int or an IntImm), the only axis a symbolic count can repeat: as a broadcast."""
+    return isinstance(size, int) and size == 1 or hasattr(size, "value") and int(size.value) == 1
+
+
 def repeat(node, importer):
     """repeat.default: Relax's tile takes constant counts only. A symbolic count along an axis of size 1 is a
     broadcast (PositionEmbeddingSine: the cached [1,C,H,W] encoding repeated for B objects); constant counts go
@@ -16,8 +21,7 @@ def repeat(node, importer):
     if all(isinstance(r, int) for r in reps):
         return importer._repeat(node)
     shape = [1] * (len(reps) - len(importer.shape_of(x))) + list(importer.shape_of(x))
-    if any(not isinstance(r, int) and not (isinstance(s, int) or s.__class__.__name__ == "IntImm") for r, s in
-           zip(reps, shape)) or any(not isinstance(r, int) and int(s) != 1 for r, s in zip(reps, shape)):
+    if any(not isinstance(r, int) and not is_one(s) for r, s in zip(reps, shape)):
         raise NotImplementedError(f"repeat by {reps} of a tensor of shape {shape}: a symbolic count needs an axis "
                                   "of size 1")
     bb = importer.block_builder

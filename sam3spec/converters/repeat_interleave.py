@@ -2,6 +2,8 @@
 
 from tvm import relax
 
+from sam3spec.converters.repeat_broadcast import is_one
+
 
 def repeat_interleave_int(node, importer):
     """Relax's repeat takes a constant count; a symbolic one (the tracker's objects) along an axis of size 1 is a
@@ -16,7 +18,7 @@ def repeat_interleave_int(node, importer):
         return bb.emit(relax.op.repeat(x, repeats, axis=dim))
     shape = list(importer.shape_of(x))
     dim %= len(shape)
-    if not isinstance(shape[dim], int) and not hasattr(shape[dim], "value") or int(shape[dim]) != 1:
+    if not is_one(shape[dim]):
         raise NotImplementedError(f"repeat_interleave by a symbolic count along an axis of size {shape[dim]}: "
                                   "only an axis of size 1 (a broadcast) is converted")
     shape[dim] = repeats

@@ -252,7 +252,7 @@ def rule_contraction(sch: Schedule, block: SBlockRV, cfg: TileConfig = DEFAULT_C
         i_outer = i_inner = None
     others = [it for it in sorted(s_iters, key=lambda t: t.pos) if it is not j_it and it is not i_it]
     inside = []
-    tiles = i_it.const // vi if i_it is not None and i_it.const is not None else 0
+    tiles = i_it.const // vi if i_it is not None else 0  # a symbolic row axis never reaches here (rows_inside)
     if "panel" in j_classes and tiles > cfg.row_block and tiles % cfg.row_block == 0:
         # weight panels: a block of row tiles stays in cache while every panel passes over it
         i_block, i_outer = sch.split(i_outer, [None, cfg.row_block])

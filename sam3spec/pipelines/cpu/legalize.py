@@ -70,7 +70,7 @@ def conv_transpose_legalize_map() -> dict:
 MIN_STRIDED_CHANNELS = 64   # strided convolutions with fewer output channels keep the stock legalization
 
 
-def _strided(attrs, kshape, dshape) -> bool:
+def _strided(attrs, kshape) -> bool:
     """A 3x3-like convolution with stride > 1 (the tracker's mask downsampler: stride 2, padding 1): NCHW/OIHW,
     one group, no dilation, at least MIN_STRIDED_CHANNELS output channels."""
     return (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
@@ -104,7 +104,7 @@ def patch_conv_legalize_map() -> dict:
             and ([int(v) for v in attrs.strides] == kshape[2:] or dshape[1:] == kshape[2:])
             and kshape[2] * kshape[3] > 1 and dshape[1] % kshape[2] == 0 and dshape[2] % kshape[3] == 0
         )
-        if not patch and not _strided(attrs, kshape, dshape):
+        if not patch and not _strided(attrs, kshape):
             return default(bb, call)
         out_dtype = str(call.ty.dtype)
         kh, kw = kshape[2], kshape[3]
