@@ -87,6 +87,8 @@ def weights(plan: Plan, root: Path) -> str:
     w = plan.model["weights"]
     ckpt = checkpoint_path(w, root / plan.manifest_dir)
     source = {"seed": w["seed"], "initialise": w.get("initialise"), "loader": w.get("loader") if ckpt else None}
+    if ckpt is None and w.get("without_checkpoint"):
+        source["without_checkpoint"] = w["without_checkpoint"]
     if ckpt is not None:
         source["checkpoint"] = {"path": str(ckpt.resolve()), "bytes": ckpt.stat().st_size,
                                 "sha256": checkpoint_sha256(ckpt, root / "build")}

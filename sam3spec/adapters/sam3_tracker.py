@@ -23,6 +23,17 @@ place in SAM3's own video inference (F the feature side, S the image side):
         image manifest's sam_mask_decoder, the image embedding comes in as the tracker makes it (memory-
         conditioned, or with no_mem_embed on a first frame); one object per call, as memory_attention (the
         decoder treats each object on its own).
+    object_pointer(tokens [B,256]) -> obj_ptr [B,256]
+        `obj_ptr_proj` (a 3-layer MLP) on the chosen SAM output token, as _forward_sam_heads calls it; the
+        occlusion mix with no_obj_ptr after it is SAM3's elementwise code.
+    pointer_position(sine [P,256]) -> pos [P,64]
+        `obj_ptr_tpos_proj` on the pointers' temporal sine encodings, as _get_tpos_enc calls it.
+    mask_downsample(mask [B,1,16F,16F]) -> [B,1,4F,4F]
+        the tracker's `mask_downsample` convolution, which _use_mask_as_output applies to a detector's mask
+        before prompting SAM's heads with it.
+    mask_prompt_encoder(mask [B,1,4F,4F]) -> dense [B,256,F,F]
+        the prompt encoder's dense embedding of a mask prompt (`sam_prompt_encoder._embed_masks`); the sparse
+        embedding of the points that come with it is the image manifest's sam_prompt_encoder.
 """
 
 from __future__ import annotations
@@ -92,3 +103,55 @@ def tracker_mask_decoder(model) -> nn.Module:
     [1,32,4F,4F], high_res_1 [1,64,2F,2F] -> masks [1,4,4F,4F], iou_pred [1,4], mask_tokens_out [1,4,256],
     object_score_logits [1,1]."""
     return _MaskDecoder(model)
+
+
+class _ObjectPointer(_Adapter):
+    def __init__(self, model):
+        super().__init__(model, [f"{TRACKER}.obj_ptr_proj"])
+
+    def forward(self, tokens):
+        return self.inst_interactive_predictor.model.obj_ptr_proj(tokens)
+
+
+def object_pointer(model) -> nn.Module:
+    """tokens [B,256] (the SAM output token of each object's chosen mask) -> obj_ptr [B,256]."""
+    return _ObjectPointer(model)
+
+
+class _PointerPosition(_Adapter):
+    def __init__(self, model):
+        super().__init__(model, [f"{TRACKER}.obj_ptr_tpos_proj"])
+
+    def forward(self, sine):
+        return self.inst_interactive_predictor.model.obj_ptr_tpos_proj(sine)
+
+
+def pointer_position(model) -> nn.Module:
+    """sine [P,256] (get_1d_sine_pe of each pointer's normalised frame distance) -> pos [P,64]."""
+    return _PointerPosition(model)
+
+
+class _MaskDownsample(_Adapter):
+    def __init__(self, model):
+        super().__init__(model, [f"{TRACKER}.mask_downsample"])
+
+    def forward(self, mask):
+        return self.inst_interactive_predictor.model.mask_downsample(mask)
+
+
+def mask_downsample(model) -> nn.Module:
+    """mask [B,1,16F,16F] float (a detector's mask, 0 or 1, at the tracker's input_mask_size) -> [B,1,4F,4F]."""
+    return _MaskDownsample(model)
+
+
+class _MaskPromptEncoder(_Adapter):
+    def __init__(self, model):
+        super().__init__(model, [f"{TRACKER}.sam_prompt_encoder.mask_downscaling"])
+
+    def forward(self, mask):
+        return self.inst_interactive_predictor.model.sam_prompt_encoder.mask_downscaling(mask)
+
+
+def mask_prompt_encoder(model) -> nn.Module:
+    """mask [B,1,4F,4F] (a mask prompt at the decoder's low resolution) -> dense [B,256,F,F]."""
+    return _MaskPromptEncoder(model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sam3spec.converters import convert_as
+
 
 def upsample_bilinear2d_aa(node, importer):
     """_upsample_bilinear2d_aa.vec (F.interpolate(..., antialias=True); the tracker's mask downsampler enlarges
@@ -14,4 +16,4 @@ def upsample_bilinear2d_aa(node, importer):
     if size is None or any(int(o) < i for o, i in zip(size, sides)):
         raise NotImplementedError(f"antialiased bilinear resize from {sides} to {size}: only enlarging is converted "
                                   "(there it equals the plain bilinear resize)")
-    return importer.convert_map["upsample_bilinear2d.vec"](node)
+    return convert_as("upsample_bilinear2d.vec", node, importer)

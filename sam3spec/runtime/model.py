@@ -63,10 +63,17 @@ def build(model: dict, manifest_dir: Path) -> torch.nn.Module:
         net = builder(**kwargs)
     # Parameters the package creates with torch.empty and leaves to the checkpoint: seeded normal values.
     params = dict(net.named_parameters())
+    for key in ("initialise", "without_checkpoint"):
+        unknown = sorted(set(model["weights"].get(key, {})) - set(params))
+        if unknown:
+            raise ValueError(f"model.weights.{key}: {model['builder']} has no parameter {', '.join(unknown)}")
     with torch.no_grad():
         for name, std in model["weights"].get("initialise", {}).items():
             params[name].normal_(0.0, std)
     ckpt = checkpoint_path(model["weights"], manifest_dir)
+    with torch.no_grad():
+        for name, value in (model["weights"].get("without_checkpoint", {}) if ckpt is None else {}).items():
+            params[name].fill_(value)
     if ckpt is not None:
         progress(f"loading checkpoint {ckpt}")
         resolve(model["weights"]["loader"])(net, str(ckpt))
