@@ -1,5 +1,5 @@
 """Sessions: `nox -s port-cpu [-- MANIFEST] [--component NAME]`, `port-metal`, `port-cuda`, `tune [-- MANIFEST]`,
-`bench [-- MANIFEST]`, `e2e-cpu [-- MANIFEST]`, `tests` (on every Python in PYTHONS: `tests-3.11`, `tests-3.13`),
+`bench [-- MANIFEST]`, `e2e-cpu [-- MANIFEST]`, `e2e-video [-- MANIFEST]`, `tests` (on every Python in PYTHONS: `tests-3.11`, `tests-3.13`),
 `fuzz [-- CASES]`."""
 
 import os
@@ -140,6 +140,17 @@ def e2e_cpu(session: nox.Session) -> None:
     photograph, under its parity contract (ports what is not compiled yet). Writes build/<manifest>/cpu/e2e/."""
     install(session)
     session.run("python", "-m", "sam3spec", "e2e", "--target", "cpu", "--build", *manifest_args(session))
+
+
+@nox.session(name="e2e-video")
+def e2e_video(session: nox.Session) -> None:
+    """SAM3 video tracking on the CPU modules against PyTorch: the manifest's text and click prompts on the pan and
+    zoom clip it makes from a photograph, every frame under its tracking contract (ports what is not compiled yet;
+    default manifests/sam3-video.yaml). Writes build/<manifest>/cpu/e2e-video/."""
+    install(session)
+    given = [a for a in session.posargs if a.endswith(".yaml")]
+    session.run("python", "-m", "sam3spec", "e2e-video", "--target", "cpu", "--build",
+                *(given or ["manifests/sam3-video.yaml"]))
 
 
 @nox.session(python=PYTHONS)

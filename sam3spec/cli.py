@@ -142,6 +142,10 @@ def cmd_bench(args) -> int:
         print(f"{args.manifest}: bench runs on cpu (llvm) and cuda targets; {args.target!r} is {target['kind']}",
               file=sys.stderr)
         return EXIT_INVALID
+    if args.track:
+        from sam3spec import tracking
+
+        return tracking.bench_track(args, _cpu_name())
     comps = [plan.component(name) for name in names]
     build = plan.build_dir(_root(), args.target)
     missing = [c.name for c in comps if not loader.compiled(build / c.name)]
@@ -233,6 +237,21 @@ def cmd_e2e(args) -> int:
     return endtoend.e2e(args, build)
 
 
+def cmd_track(args) -> int:
+    from sam3spec import tracking
+
+    return tracking.track(args)
+
+
+def cmd_e2e_video(args) -> int:
+    from sam3spec import tracking
+
+    def build(missing: list[str]) -> None:
+        cmd_port(argparse.Namespace(manifest=args.manifest, target=args.target, component=missing))
+
+    return tracking.e2e_video(args, build)
+
+
 def cmd_clean(args) -> int:
     shutil.rmtree(_root() / "build", ignore_errors=True)
     return 0
@@ -280,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None,
                    help="alternated turns per component (default: enough for 2 s per side, at least 3)")
     p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
+    p.add_argument("--track", action="store_true",
+                   help="instead: one tracked frame (detector + tracker) on the manifest's track.e2e clip (video manifests)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tune", help="MetaSchedule on each component's heaviest kernels; records into tuning/")
@@ -328,6 +349,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
     p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
     p.set_defaults(func=cmd_e2e)
+
+    p = sub.add_parser("track", help="a prompt tracked through a clip by SAM3's video inference on the compiled components")
+    p.add_argument("--manifest", "-m", default="manifests/sam3-video.yaml")
+    p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
+    p.add_argument("--video", required=True, help="a folder of frames (JPEG/PNG, numbered) or a video file")
+    p.add_argument("--text", help="a text prompt: every matching object is detected and tracked")
+    p.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1",
+                   help="a box in pixels of the frames (repeatable): an exemplar, alone or with --text")
+    p.add_argument("--point", action="append", default=[], metavar="X,Y[,LABEL]",
+                   help="a click in pixels, label 1 (default) foreground or 0 background (repeatable): one object")
+    p.add_argument("--frame", type=int, default=0, help="the frame the prompt is on (default 0); tracking runs forward")
+    p.add_argument("--checkpoint", help="the weights the artifacts were built with (default: the manifest's)")
+    p.add_argument("--out", help="output directory (default: build/<manifest>/<target>/track)")
+    p.add_argument("--compare", action="store_true",
+                   help="also track with PyTorch, same weights: per-frame parity report (exit 1 if outside the contract)")
+    p.set_defaults(func=cmd_track)
+    p = sub.add_parser("e2e-video", help="the manifest's tracking parity check (track.e2e): its clip, every prompt")
+    p.add_argument("manifest", nargs="?", default="manifests/sam3-video.yaml")
+    p.add_argument("--target", default="cpu", help="target name from the manifest (default: cpu)")
+    p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
+    p.set_defaults(func=cmd_e2e_video)
 
     p = sub.add_parser("clean", help="remove build/")
     p.set_defaults(func=cmd_clean)

@@ -325,22 +325,27 @@ def _semantic_errors(data: dict, locs: dict) -> list[SourceError]:
     checks += [(("converters", i, "with"), c["with"]) for i, c in enumerate(data.get("converters", []))]
     checks += [(("targets", i, "pipeline"), t["pipeline"]) for i, t in enumerate(data["targets"])]
     checks += [(("model", "overrides", k), k) for k in data["model"].get("overrides", {})]
-    if "predict" in data:
-        checks.append((("predict", "app"), data["predict"]["app"]))
+    for section in ("predict", "track"):
+        if section in data:
+            checks.append(((section, "app"), data[section]["app"]))
     for path, dotted in checks:
         problem = check_import(dotted)
         if problem:
             err(path, problem, key=path[-2:] == ("overrides", dotted))
     shipped = [(("model", "vocabulary"), data["model"].get("vocabulary"))]
-    e2e = data.get("predict", {}).get("e2e")
-    if e2e:
-        shipped.append((("predict", "e2e", "image"), e2e["image"]))
-        unique(e2e["prompts"], ("predict", "e2e", "prompts"), "prompt")
+    for section, image in (("predict", ("image",)), ("track", ("clip", "image"))):
+        e2e = (data.get(section) or {}).get("e2e")
+        if not e2e:
+            continue
+        shipped.append(((section, "e2e") + image, e2e[image[0]] if len(image) == 1 else e2e["clip"]["image"]))
+        unique(e2e["prompts"], (section, "e2e", "prompts"), "prompt")
         for i, prompt in enumerate(e2e["prompts"]):
             if not {"text", "boxes", "points"} & set(prompt):
-                err(("predict", "e2e", "prompts", i), "a prompt needs text, boxes or points")
-            elif "text" in prompt and "points" in prompt:
-                err(("predict", "e2e", "prompts", i, "points"), "points take the interactive path, which has no text")
+                err((section, "e2e", "prompts", i), "a prompt needs text, boxes or points")
+            elif "points" in prompt and ({"text", "boxes"} & set(prompt) if section == "track" else "text" in prompt):
+                err((section, "e2e", "prompts", i, "points"),
+                    "a click prompts the tracker alone: no text or box with it" if section == "track" else
+                    "points take the interactive path, which has no text")
     for path, ref in shipped:
         if not ref:
             continue

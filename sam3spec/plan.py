@@ -36,6 +36,7 @@ class Plan:
     sizes: dict[str, int] = field(default_factory=dict)
     dims: dict[str, dict] = field(default_factory=dict)  # every declared dim: min, max, example
     predict: dict | None = None                          # the manifest's predict section, if any
+    track: dict | None = None                            # the manifest's track section (video), if any
 
     def generated_dir(self, root: Path) -> Path:
         return root / "generated" / self.name
@@ -80,6 +81,7 @@ def make(manifest: Manifest, root: Path) -> Plan:
         sizes=dict(sizes),
         dims=dims,
         predict=data.get("predict"),
+        track=data.get("track"),
     )
     for comp in data["components"]:
         inputs = []

@@ -97,3 +97,25 @@ def test_sam3_processor_transform_standin_equals_torchvision_v2(size):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v", "-rs"]))
+
+
+def test_detector_step_equals_sams_with_one_device():
+    """Runs wherever sam3 imports: the detections identical, the tracker features the very values SAM3 sends
+    over NCCL once cast to bfloat16 (which sam3spec leaves out: float32 contract)."""
+    rows = originals.detector_step_rows()
+    assert len(rows) == 8 and all(r["identical"] for r in rows), rows
+
+
+def test_connected_components_delegate_and_take_an_empty_batch():
+    rows = originals.connected_components_rows()
+    assert rows and all(r["identical"] for r in rows), rows
+    from sam3spec.substitutes.connected_components_empty import connected_components_cpu
+
+    labels, counts = connected_components_cpu(torch.zeros(0, 1, 8, 8, dtype=torch.bool))
+    assert labels.shape == counts.shape == (0, 1, 8, 8)
+
+
+@needs_torchvision
+def test_frame_loading_equals_torchvision():
+    rows = originals.frame_rows()
+    assert len(rows) == 3 and all(r["identical"] for r in rows), rows

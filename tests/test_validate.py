@@ -130,11 +130,14 @@ def test_the_video_manifest_shares_the_image_one():
     assert "eval_mode" not in video["model"]["builder_args"] and video["model"]["builder_args"]["device"] == "cpu"
     assert set(video["model"]["weights"]["initialise"]) == {"detector." + k for k in image["model"]["weights"]["initialise"]}
     image_names = [c["name"] for c in image["components"]]
-    assert [c["name"] for c in video["components"]] == image_names + ["memory_attention", "memory_encoder",
-                                                                      "tracker_mask_decoder"]
+    assert [c["name"] for c in video["components"]] == image_names + [
+        "memory_attention", "memory_encoder", "memory_encoder_update", "tracker_mask_decoder", "object_pointer",
+        "pointer_position", "mask_downsample", "mask_prompt_encoder"]
+    assert "predict" not in video and video["track"]["contract"] == image["predict"]["contract"]
     ops = [c["op"] for c in video["converters"]]
     assert ops[:len(image["converters"])] == [c["op"] for c in image["converters"]] and "slice.Tensor" in ops
-    assert tiny["name"] == "sam3-video-tiny" and tiny["sizes"] == {**image_tiny["sizes"], "mask": 336}
+    assert tiny["name"] == "sam3-video-tiny" and tiny["sizes"] == {**image_tiny["sizes"], "mask": 336, "mask_in": 384}
+    assert tiny["track"]["e2e"]["prompts"] == video["track"]["e2e"]["prompts"] and tiny["track"]["e2e"]["clip"]["frames"] == 6
     assert tiny["model"]["builder"] == video["model"]["builder"]
     assert {**image_tiny["model"]["overrides"],
             "sam3.model.sam3_video_inference:Sam3VideoInferenceWithInstanceInteractivity": {"image_size": 336}} \

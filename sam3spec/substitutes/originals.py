@@ -1,5 +1,6 @@
 """Each stand-in measured against the NVIDIA-side code it replaces, where that code runs (torchvision's roi_align
-CPU and CUDA kernels, sam3's triton EDT, vitdet's complex RoPE): `python -m sam3spec.substitutes.originals
+CPU and CUDA kernels, sam3's triton EDT, vitdet's complex RoPE, the video model's frame loading, detector step
+and connected components): `python -m sam3spec.substitutes.originals
 [--out FILE.md]` on a CUDA machine with torchvision and triton; tests/test_substitutes_vs_originals.py asserts
 the same rows. A row whose original cannot run here is left out, with the reason in `skipped`."""
 
@@ -99,7 +100,109 @@ def rope_rows() -> list[dict]:
     return rows
 
 
-CHECKS = {"roi_align": roi_align_rows, "edt": edt_rows, "rope": rope_rows}
+def frame_rows() -> list[dict]:
+    """video_frames.load_image against io_utils._load_img_as_tensor (torchvision's resize and to_tensor), on
+    frames of several sizes and formats, resized to SAM3's 1008."""
+    import tempfile
+
+    import numpy as np
+    import torchvision
+    from PIL import Image
+    from sam3.model import io_utils
+
+    from sam3spec.substitutes.video_frames import load_image
+
+    if "sam3spec" in (getattr(torchvision, "__file__", None) or "sam3spec"):
+        raise RuntimeError("torchvision here is sam3spec's stand-in: the real one does not import")
+    original = io_utils._load_img_as_tensor
+    if original.__module__ != "sam3.model.io_utils":
+        raise RuntimeError("io_utils._load_img_as_tensor is substituted in this process")
+    rows = []
+    rng = np.random.default_rng(4)
+    with tempfile.TemporaryDirectory() as folder:
+        for (width, height), fmt in (((451, 300), "png"), ((640, 360), "jpg"), ((200, 500), "png")):
+            path = Path(folder) / f"frame.{fmt}"
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+            got, want = load_image(path, 1008), original(path, 1008)
+            if got[1:] != want[1:]:
+                raise AssertionError(f"sizes differ: {got[1:]} vs {want[1:]}")
+            rows.append(_row("load_image (PIL bilinear)", "io_utils._load_img_as_tensor (torchvision)", "cpu",
+                             f"{width}x{height} {fmt} -> 1008", got[0], want[0]))
+    return rows
+
+
+def detector_step_rows() -> list[dict]:
+    """detector_one_device.build_buffer against Sam3ImageOnVideoMultiGPU._build_multigpu_buffer_next_chunk with
+    world_size 1 (its gather is then the identity, no NCCL), on detector outputs made up for the purpose, NMS on:
+    the detections identical, the tracker's features those the original casts to bfloat16."""
+    from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU
+
+    from sam3spec.substitutes.detector_one_device import build_buffer
+
+    original = Sam3ImageOnVideoMultiGPU._build_multigpu_buffer_next_chunk
+    if original is build_buffer:
+        raise RuntimeError("the detector step is substituted in this process")
+    g = torch.Generator().manual_seed(5)
+    outputs = {"pred_logits": torch.randn(1, 20, 1, generator=g), "pred_boxes": torch.rand(1, 20, 4, generator=g),
+               "pred_boxes_xyxy": torch.rand(1, 20, 4, generator=g), "pred_masks": torch.randn(1, 20, 36, 36, generator=g)}
+    feats = {"backbone_fpn": [torch.randn(1, 32, 48, 48, generator=g), torch.randn(1, 64, 24, 24, generator=g),
+                              torch.randn(1, 256, 12, 12, generator=g)], "vision_pos_enc": [torch.randn(1, 256, 12, 12)]}
+
+    class OneDevice:
+        rank, world_size, gather_backbone_out, async_all_gather = 0, 1, True, False
+        _gather_tensor = Sam3ImageOnVideoMultiGPU._gather_tensor
+
+        def forward_grounding(self, **kwargs):
+            out = {k: v.clone() for k, v in outputs.items()}
+            out["prev_encoder_out"] = {"backbone_out": {"sam2_backbone_out": feats}}
+            return out
+
+    rows = []
+    buffers = []
+    for fn in (build_buffer, original):
+        buffer = {}
+        fn(OneDevice(), backbone_out={}, find_inputs=[None], geometric_prompt=None, frame_idx_begin=0,
+           frame_idx_end=1, num_frames=1, multigpu_buffer=buffer, run_nms=True, nms_prob_thresh=0.5,
+           nms_iou_thresh=0.1)
+        buffers.append(buffer[0])
+    ours, theirs = buffers
+    for key in theirs:
+        got, want = ours[key][0], theirs[key][0]
+        if isinstance(want, list):
+            got, want = torch.stack(got), torch.stack(want)
+        label = key
+        if want.dtype == torch.bfloat16:  # the original's cast for NCCL: ours, cast the same way, must equal it
+            got, label = got.to(torch.bfloat16), f"{key} (ours cast to bfloat16, as the original sends it)"
+        rows.append(_row("detector_one_device.build_buffer", "_build_multigpu_buffer_next_chunk (world_size 1)",
+                         "cpu", label, got, want))
+    return rows
+
+
+def connected_components_rows() -> list[dict]:
+    """connected_components_empty against sam3's CPU connected components on a batch (where it delegates), and
+    on an empty batch against the CUDA kernels (triton), which return empty tensors there."""
+    from sam3.perflib import connected_components as cc
+
+    from sam3spec.substitutes.connected_components_empty import _ORIGINAL, connected_components_cpu
+
+    g = torch.Generator().manual_seed(6)
+    masks = torch.rand(3, 1, 40, 50, generator=g) > 0.6
+    rows = []
+    for got, want, case in zip(connected_components_cpu(masks), _ORIGINAL(masks), ("labels", "counts")):
+        rows.append(_row("connected_components_cpu (empty batch)", "connected_components_cpu", "cpu",
+                         f"3x1x40x50 masks, {case}", got, want))
+    if torch.cuda.is_available():
+        empty = torch.zeros(0, 1, 40, 50, dtype=torch.bool)
+        for got, want, case in zip(connected_components_cpu(empty), cc.connected_components(empty.cuda()),
+                                   ("labels", "counts")):
+            rows.append(_row("connected_components_cpu (empty batch)", "connected_components (CUDA kernels)", "cuda",
+                             f"0x1x40x50 masks, {case}: shapes {tuple(got.shape)} / {tuple(want.shape)}",
+                             got.to(want.dtype), want.cpu()))
+    return rows
+
+
+CHECKS = {"roi_align": roi_align_rows, "edt": edt_rows, "rope": rope_rows, "frames": frame_rows,
+          "detector_step": detector_step_rows, "connected_components": connected_components_rows}
 
 
 def run() -> tuple[list[dict], dict[str, str]]:
