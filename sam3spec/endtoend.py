@@ -12,7 +12,7 @@ from sam3spec.loading import EXIT_INVALID, load_plan, root as _root
 from sam3spec.runtime import loader
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """Bad input to predict / e2e: printed as one line, exit 2."""
 
 
@@ -22,13 +22,13 @@ def _numbers(text: str, option: str, counts: tuple[int, ...], form: str) -> list
     except ValueError:
         values = []
     if len(values) not in counts:
-        raise _Refused(f"{option} {text!r}: need {form} (numbers separated by commas)")
+        raise Refused(f"{option} {text!r}: need {form} (numbers separated by commas)")
     return values
 
 
-def _prompt(args) -> dict:
+def prompt_from_args(args) -> dict:
     if not (args.text or args.box or args.point):
-        raise _Refused("give a prompt: --text \"...\", --box x0,y0,x1,y1 or --point x,y[,label]")
+        raise Refused("give a prompt: --text \"...\", --box x0,y0,x1,y1 or --point x,y[,label]")
     points = []
     for text in args.point:
         values = _numbers(text, "--point", (2, 3), "x,y or x,y,label")
@@ -40,22 +40,22 @@ def _prompt(args) -> dict:
 def _e2e_plan(manifest: str, target: str) -> plan_lib.Plan:
     plan = load_plan(manifest, _root())
     if plan is None:
-        raise _Refused(f"{manifest} is not a valid manifest (errors above)")
+        raise Refused(f"{manifest} is not a valid manifest (errors above)")
     if plan.predict is None:
-        raise _Refused(f"{manifest} has no `predict` section: nothing says which app runs it end to end")
+        raise Refused(f"{manifest} has no `predict` section: nothing says which app runs it end to end")
     if target not in plan.targets:
-        raise _Refused(f"{manifest}: no target {target!r} (has: {', '.join(plan.targets)})")
+        raise Refused(f"{manifest}: no target {target!r} (has: {', '.join(plan.targets)})")
     return plan
 
 
-def _ready(plan: plan_lib.Plan, args, names: list[str], weights: dict) -> Path:
+def ready_build(plan: plan_lib.Plan, args, names: list[str], weights: dict) -> Path:
     """The build directory, once every component `names` is compiled for the target and holds `weights`."""
     from sam3spec.runtime import predict
 
     build = plan.build_dir(_root(), args.target)
     missing = [name for name in names if not loader.compiled(build / name)]
     if missing:
-        raise _Refused(f"{', '.join(missing)} not built for {args.target} under {os.path.relpath(build, _root())}; "
+        raise Refused(f"{', '.join(missing)} not built for {args.target} under {os.path.relpath(build, _root())}; "
                        f"build them with `python -m sam3spec port {plan.manifest} --target {args.target}` "
                        f"(or nox -s port-{args.target} -- {plan.manifest})")
     problem = predict.weights_problem(build, names, weights)
@@ -63,18 +63,18 @@ def _ready(plan: plan_lib.Plan, args, names: list[str], weights: dict) -> Path:
         env = plan.model["weights"].get("checkpoint_env", "SAM3SPEC_CHECKPOINT")
         command = f"python -m sam3spec port {plan.manifest} --target {args.target}"
         how = f"`{env}={weights['checkpoint']} {command}`" if weights.get("checkpoint") else f"`{command}` ({env} unset)"
-        raise _Refused(f"{problem}; rebuild with {how}")
+        raise Refused(f"{problem}; rebuild with {how}")
     return build
 
 
-def _weights(plan: plan_lib.Plan, checkpoint: str | None) -> tuple[dict, dict]:
+def weights_for(plan: plan_lib.Plan, checkpoint: str | None) -> tuple[dict, dict]:
     """The model section with --checkpoint (if given) as its checkpoint, and what weights that means."""
     from sam3spec.runtime.checkpoint import weights_source
 
     model = dict(plan.model)
     if checkpoint:
         if not Path(checkpoint).is_file():
-            raise _Refused(f"checkpoint {checkpoint}: no such file")
+            raise Refused(f"checkpoint {checkpoint}: no such file")
         model["weights"] = {**model["weights"], "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_env": None}
     return model, weights_source(model["weights"], _root() / plan.manifest_dir)
 
@@ -86,17 +86,17 @@ def predict(args) -> int:
 
     try:
         plan = _e2e_plan(args.manifest, args.target)
-        prompt = _prompt(args)
+        prompt = prompt_from_args(args)
         image, problem = predict.open_image(args.image)
         problem = problem or predict.prompt_problem(prompt, *image.size)
         app = resolve(plan.predict["app"])
         problem = problem or app.check(prompt, plan.dims) or (args.compare and predict.parity_too_large(image))
         if problem:
-            raise _Refused(problem)
-        model, weights = _weights(plan, args.checkpoint)
+            raise Refused(problem)
+        model, weights = weights_for(plan, args.checkpoint)
         names = app.components(prompt)
-        build = _ready(plan, args, names, weights)
-    except _Refused as exc:
+        build = ready_build(plan, args, names, weights)
+    except Refused as exc:
         print(f"sam3spec predict: {exc}", file=sys.stderr)
         return EXIT_INVALID
     threshold = plan.predict["threshold"]
@@ -134,21 +134,21 @@ def e2e(args, build) -> int:
         plan = _e2e_plan(args.manifest, args.target)
         e2e = plan.predict.get("e2e")
         if not e2e:
-            raise _Refused(f"{args.manifest}: `predict` has no `e2e` section (image and prompts to check)")
+            raise Refused(f"{args.manifest}: `predict` has no `e2e` section (image and prompts to check)")
         app = resolve(plan.predict["app"])
         image, problem = predict.open_image(model_lib.package_file(e2e["image"]))
         for prompt in e2e["prompts"]:
             problem = problem or predict.prompt_problem(prompt, *image.size) or app.check(prompt, plan.dims)
         if problem:
-            raise _Refused(problem)
-        model, weights = _weights(plan, None)
+            raise Refused(problem)
+        model, weights = weights_for(plan, None)
         names = [c.name for c in plan.components if c.name in {n for p in e2e["prompts"] for n in app.components(p)}]
         missing = [name for name in names if not loader.compiled(plan.build_dir(_root(), args.target) / name)]
         if missing and args.build:
             print(f"e2e: porting {', '.join(missing)} first", flush=True)
             build(missing)
-        build = _ready(plan, args, names, weights)
-    except _Refused as exc:
+        build = ready_build(plan, args, names, weights)
+    except Refused as exc:
         print(f"sam3spec e2e: {exc}", file=sys.stderr)
         return EXIT_INVALID
     out = build / "e2e"

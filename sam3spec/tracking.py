@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sam3spec import plan as plan_lib
-from sam3spec.endtoend import _prompt, _ready, _Refused, _weights
+from sam3spec.endtoend import Refused, prompt_from_args, ready_build, weights_for
 from sam3spec.loading import EXIT_INVALID, load_plan, root as _root
 from sam3spec.runtime import loader
 from sam3spec.runtime.artifacts import atomic_path, progress
@@ -19,11 +19,11 @@ from sam3spec.runtime.clip import ClipError
 def _track_plan(manifest: str, target: str) -> plan_lib.Plan:
     plan = load_plan(manifest, _root())
     if plan is None:
-        raise _Refused(f"{manifest} is not a valid manifest (errors above)")
+        raise Refused(f"{manifest} is not a valid manifest (errors above)")
     if plan.track is None:
-        raise _Refused(f"{manifest} has no `track` section: it is not a video model (try manifests/sam3-video.yaml)")
+        raise Refused(f"{manifest} has no `track` section: it is not a video model (try manifests/sam3-video.yaml)")
     if target not in plan.targets:
-        raise _Refused(f"{manifest}: no target {target!r} (has: {', '.join(plan.targets)})")
+        raise Refused(f"{manifest}: no target {target!r} (has: {', '.join(plan.targets)})")
     return plan
 
 
@@ -48,15 +48,24 @@ class Session:
         self.plan, self.target = plan, target
         self.app = resolve(plan.track["app"])
         self.net = model_lib.build_substituted(model_cfg, _root() / plan.manifest_dir)
-        if not weights.get("checkpoint"):
-            for name, value in plan.track.get("without_checkpoint", {}).items():
-                if not hasattr(self.net, name):
-                    raise _Refused(f"track.without_checkpoint: the video model has no attribute {name!r}")
-                setattr(self.net, name, value)
+        # random weights: the detector thresholds for text and box prompts (see thresholds())
+        self.lowered = {} if weights.get("checkpoint") else dict(plan.track.get("without_checkpoint", {}))
+        for name in self.lowered:
+            if not hasattr(self.net, name):
+                raise Refused(f"track.without_checkpoint: the video model has no attribute {name!r}")
+        self.sam3_values = {name: getattr(self.net, name) for name in self.lowered}
         self.tvm_threads = threads.configure()
         self.run_compiled = predict.tvm_run(build, plan.targets[target]["target"], names)
         self.bpe = model_lib.package_file(model_cfg["vocabulary"])
         self.info = {"manifest": plan.name, "target": target, "weights": predict.describe(weights)}
+
+    def thresholds(self, prompt: dict) -> None:
+        """The manifest's random-weight detection thresholds for a text or box prompt; SAM3's own for a click,
+        whose frames the detector also runs on with a placeholder caption (with real weights it finds nothing
+        there; at random weights, under lowered thresholds, its flat scores would flood NMS)."""
+        values = self.sam3_values if prompt.get("points") else self.lowered
+        for name, value in values.items():
+            setattr(self.net, name, value)
 
     @staticmethod
     def components(plan: plan_lib.Plan, prompts: list[dict]) -> list[str]:
@@ -68,6 +77,7 @@ class Session:
     def _track(self, label: str, clip, prompt: dict, frame: int):
         from sam3spec.runtime.predict import timed
 
+        self.thresholds(prompt)
         total = len(clip.frames) - frame
 
         def on_frame(index, result):
@@ -119,16 +129,16 @@ def track(args) -> int:
 
     try:
         plan = _track_plan(args.manifest, args.target)
-        prompt = _prompt(args)
+        prompt = prompt_from_args(args)
         clip = open_clip(args.video)
         problem = _prompt_problem(prompt, clip, args.frame)
         if problem:
-            raise _Refused(problem)
+            raise Refused(problem)
         names = resolve(plan.track["app"]).components(prompt)
-        model_cfg, weights = _weights(plan, args.checkpoint)
-        build = _ready(plan, args, names, weights)
+        model_cfg, weights = weights_for(plan, args.checkpoint)
+        build = ready_build(plan, args, names, weights)
         session = Session(plan, model_cfg, weights, build, args.target, names)
-    except (_Refused, ClipError) as exc:
+    except (Refused, ClipError) as exc:
         print(f"sam3spec track: {exc}", file=sys.stderr)
         return EXIT_INVALID
     out = Path(args.out) if args.out else build / "track"
@@ -149,7 +159,7 @@ def e2e_video(args, build) -> int:
         plan = _track_plan(args.manifest, args.target)
         e2e = plan.track.get("e2e")
         if not e2e:
-            raise _Refused(f"{args.manifest}: `track` has no `e2e` section (clip and prompts to check)")
+            raise Refused(f"{args.manifest}: `track` has no `e2e` section (clip and prompts to check)")
         names = Session.components(plan, e2e["prompts"])
         missing = [n for n in names if not loader.compiled(plan.build_dir(_root(), args.target) / n)]
         if missing and args.build:
@@ -160,11 +170,11 @@ def e2e_video(args, build) -> int:
         for prompt in e2e["prompts"]:
             problem = _prompt_problem(prompt, clip, 0)
             if problem:
-                raise _Refused(f"prompt {prompt['name']}: {problem}")
-        model_cfg, weights = _weights(plan, None)
-        build_dir = _ready(plan, args, names, weights)
+                raise Refused(f"prompt {prompt['name']}: {problem}")
+        model_cfg, weights = weights_for(plan, None)
+        build_dir = ready_build(plan, args, names, weights)
         session = Session(plan, model_cfg, weights, build_dir, args.target, names)
-    except (_Refused, ClipError) as exc:
+    except (Refused, ClipError) as exc:
         print(f"sam3spec e2e-video: {exc}", file=sys.stderr)
         return EXIT_INVALID
     spec = e2e["clip"]
@@ -182,8 +192,9 @@ def e2e_video(args, build) -> int:
     return 0 if all(parity["ok"] for _, parity in rows) else 1
 
 
-def _e2e_clip(plan: plan_lib.Plan, folder: Path):
-    """The manifest's track.e2e clip, written under `folder` as numbered frames, opened as track() reads it."""
+def _e2e_clip(plan: plan_lib.Plan, folder: Path, first: int | None = None):
+    """The manifest's track.e2e clip (its `first` frames, or all), written under `folder` as numbered frames,
+    opened as track() reads it."""
     from PIL import Image
 
     from sam3spec.runtime import clip as clip_lib, model as model_lib
@@ -191,36 +202,39 @@ def _e2e_clip(plan: plan_lib.Plan, folder: Path):
     spec = plan.track["e2e"]["clip"]
     with Image.open(model_lib.package_file(spec["image"])) as im:
         frames = clip_lib.pan_and_zoom(im.convert("RGB"), spec["frames"], tuple(spec["size"]))
-    clip_lib.write_frames(frames, folder)
+    clip_lib.write_frames(frames[:first], folder)
     return clip_lib.open_clip(str(folder))
 
 
-def bench_frames(session: Session, clip, prompt: dict, rounds: int = 2) -> dict:
-    """Wall time of one tracked frame (propagate_in_video on a frame after the prompted one: the detector, the
-    tracker's memory attention, heads and memory encoder, association), PyTorch and TVM alternated `rounds` times
-    over the clip; medians over every frame after the first of each run."""
+BENCH_FRAMES = 4  # `bench --track` tracks the e2e clip's first frames (~2.5 min a run at full size)
+
+
+def bench_frames(session: Session, clip, prompt: dict, rounds: int = 1) -> dict:
+    """Wall time of one tracked frame: propagate_in_video over the clip (per frame: the detector, the tracker's
+    memory attention, heads and memory encoder, association; init_state and the prompt itself left out) divided
+    by its frames, PyTorch and TVM alternated `rounds` times; medians."""
     import statistics
-    import time
 
     times: dict[str, list[float]] = {"pytorch": [], "tvm": []}
-    objects = {}
+    objects, frames = {}, 0
     for _ in range(rounds):
         for side in ("pytorch", "tvm"):
-            stamps = []
+            timings: dict = {}
             installed = session.app.compiled(session.net, session.run_compiled, session.plan.sizes, session.bpe) \
                 if side == "tvm" else None
+            session.thresholds(prompt)
             try:
-                results = session.app.track(session.net, clip.source, prompt, 0,
-                                            lambda index, result: stamps.append(time.perf_counter()))
+                results = session.app.track(session.net, clip.source, prompt, 0, timings=timings)
             finally:
                 if installed is not None:
                     session.app.restore(installed)
-            times[side] += [b - a for a, b in zip(stamps, stamps[1:])]
+            frames = timings["frames"]
+            times[side].append(timings["propagate_s"] / frames)
             objects[side] = max(len(r.ids) for r in results.values())
-            progress(f"tracked-frame bench: {side} {1e3 * statistics.median(times[side]):.0f} ms per frame so far")
+            progress(f"tracked-frame bench: {side} {1e3 * times[side][-1]:.0f} ms per frame")
     pytorch, tvm = (statistics.median(times[k]) * 1e3 for k in ("pytorch", "tvm"))
-    return {"prompt": _describe(prompt), "frames_timed": {k: len(v) for k, v in times.items()}, "rounds": rounds,
-            "objects": objects, "pytorch_ms": round(pytorch, 1), "tvm_ms": round(tvm, 1), "ratio": round(tvm / pytorch, 3)}
+    return {"prompt": _describe(prompt), "frames": frames, "rounds": rounds, "objects": objects,
+            "pytorch_ms": round(pytorch, 1), "tvm_ms": round(tvm, 1), "ratio": round(tvm / pytorch, 3)}
 
 
 def bench_track(args, cpu: str) -> int:
@@ -228,14 +242,14 @@ def bench_track(args, cpu: str) -> int:
     try:
         plan = _track_plan(args.manifest, args.target)
         if not plan.track.get("e2e"):
-            raise _Refused(f"{args.manifest}: `track` has no `e2e` section (the clip and prompts to time)")
+            raise Refused(f"{args.manifest}: `track` has no `e2e` section (the clip and prompts to time)")
         prompts = plan.track["e2e"]["prompts"]
         app_names = Session.components(plan, prompts)
-        model_cfg, weights = _weights(plan, None)
-        build = _ready(plan, args, app_names, weights)
-        clip = _e2e_clip(plan, build / "bench-track" / "clip")
+        model_cfg, weights = weights_for(plan, None)
+        build = ready_build(plan, args, app_names, weights)
+        clip = _e2e_clip(plan, build / "bench-track" / "clip", BENCH_FRAMES)
         session = Session(plan, model_cfg, weights, build, args.target, app_names)
-    except (_Refused, ClipError) as exc:
+    except (Refused, ClipError) as exc:
         print(f"sam3spec bench: {exc}", file=sys.stderr)
         return EXIT_INVALID
     import torch
@@ -245,11 +259,11 @@ def bench_track(args, cpu: str) -> int:
     result = {"manifest": plan.name, "target": args.target, "cpu": cpu, "threads": threads,
               "clip": f"{len(clip.frames)} frames {clip.size[0]}x{clip.size[1]}", "prompts": rows}
     lines = [f"# {plan.name} on {args.target}: one tracked frame, TVM vs PyTorch", "",
-             f"{cpu}, {threads} threads. The manifest's e2e clip ({result['clip']}); a frame is propagate_in_video's "
-             "work on one frame after the prompted one (detection, tracking with memory, association, memory "
-             "encoding), timed between consecutive frames; PyTorch and TVM alternate, medians.", "",
-             "| prompt | objects (max) | frames timed | PyTorch ms | TVM ms | TVM / PyTorch |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['name']} ({r['prompt']}) | {r['objects']['tvm']} | {r['frames_timed']['tvm']} | {r['pytorch_ms']:.0f} "
+             f"{cpu}, {threads} threads. The manifest's e2e clip ({result['clip']}); a frame: propagate_in_video over the "
+             "clip (detection, tracking with memory, association, memory encoding; not init_state or the prompt) "
+             "divided by its frames; PyTorch and TVM alternate, medians.", "",
+             "| prompt | objects (max) | frames | PyTorch ms | TVM ms | TVM / PyTorch |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['name']} ({r['prompt']}) | {r['objects']['tvm']} | {r['frames']} x {r['rounds']} | {r['pytorch_ms']:.0f} "
               f"| {r['tvm_ms']:.0f} | {r['ratio']:.2f} |" for r in rows]
     from sam3spec.runtime.artifacts import write_json
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import port_command
 from PIL import Image
 
-from sam3spec import manifest, plan as plan_lib, tracking
+from sam3spec import cli, manifest, plan as plan_lib, tracking
 from sam3spec.runtime import clip as clip_lib, model as model_lib, track_parity
 from sam3spec.runtime.checkpoint import weights_source
 from sam3spec.runtime.resolve import resolve
@@ -91,6 +91,7 @@ def test_no_pytorch_network_runs_while_the_stand_ins_are_installed(session, clip
     called = []
     hooks = [m.register_forward_hook(lambda m, i, o, name=name: called.append(name))
              for name, m in net.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    session.thresholds(TEXT)
     installed = session.app.compiled(net, session.run_compiled, session.plan.sizes, session.bpe)
     try:
         results = session.app.track(net, clip.source, TEXT, 0)
@@ -108,6 +109,7 @@ def test_the_contract_fails_when_memory_attention_is_perturbed_on_one_frame(prom
     track_step says which frame it works on): the parity check, given the unperturbed PyTorch run, fails from
     that frame, not before."""
     app, net = session.app, session.net
+    session.thresholds(prompt)
     reference = app.track(net, clip.source, prompt, 0)
     state = {"frame": None, "perturbed": False}
     run, track_step = session.run_compiled, net.tracker.track_step
@@ -164,7 +166,7 @@ def _frames(folder: Path, sizes):
 
 @pytest.mark.parametrize("case", ["missing", "empty", "sizes", "unreadable_video", "unreadable_frame", "frame",
                                   "box", "point_and_text"])
-def test_bad_input_gets_one_line_and_exit_2(case, tmp_path):
+def test_bad_input_gets_one_line_and_exit_2(case, tmp_path, capsys):
     args = ["track", "-m", MANIFEST]
     good = _frames(tmp_path / "good", [(64, 48)] * 3)
     video, extra, says = str(good), ["--text", "cat"], None
@@ -187,7 +189,20 @@ def test_bad_input_gets_one_line_and_exit_2(case, tmp_path):
         extra, says = ["--box", "10,10,80,40"], "box 10,10,80,40 is not inside the 64x48 image"
     else:
         extra, says = ["--text", "cat", "--point", "5,5"], "prompts the tracker alone"
-    result = sam3spec(*args, "--video", video, *extra, timeout=300)
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sam3spec track: ") and says in lines[0], result.stderr
+    code = cli.main([*args, "--video", video, *extra])  # in this process: the checks come before any model
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sam3spec track: ") and says in lines[0], err
+
+
+def test_bench_times_one_tracked_frame_against_pytorch(ported):
+    result = sam3spec("bench", MANIFEST, "--track")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    bench = json.loads((BUILD / "bench_track.json").read_text())
+    assert [row["name"] for row in bench["prompts"]] == ["text", "click"]
+    for row in bench["prompts"]:
+        assert row["frames"] == 4 and row["objects"]["tvm"] >= 1
+        assert row["pytorch_ms"] > 0 and row["tvm_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["tvm_ms"] / row["pytorch_ms"], rel=1e-2)
+    assert "| text (text 'cat') |" in (BUILD / "bench_track.md").read_text()

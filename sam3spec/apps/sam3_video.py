@@ -245,10 +245,13 @@ class FrameResult:
     scores: np.ndarray  # [N] SAM3's object score (detection probability; 1.0 for a clicked object)
 
 
-def track(model, video, prompt: dict, frame: int, on_frame=None) -> dict[int, FrameResult]:
+def track(model, video, prompt: dict, frame: int, on_frame=None, timings: dict | None = None) -> dict[int, FrameResult]:
     """Run `prompt` on frame `frame` of `video` (a frame folder, or a list of PIL frames) and propagate it forward
     to the clip's end with SAM3's API. prompt: {"text", "boxes": [[x0, y0, x1, y1]], "points": [[x, y, label]]}
-    in pixels. on_frame(index, result) after each frame."""
+    in pixels. on_frame(index, result) as SAM3 yields each frame (with a text prompt, after its hot-start delay);
+    `timings` gets the seconds of the propagation alone (`propagate_s`) and its frame count."""
+    import time
+
     with torch.inference_mode():
         state = model.init_state(video)
         width, height = state["orig_width"], state["orig_height"]
@@ -265,6 +268,7 @@ def track(model, video, prompt: dict, frame: int, on_frame=None) -> dict[int, Fr
             model.add_prompt(state, frame, text_str=prompt.get("text") or None, boxes_xywh=xywh or None,
                              box_labels=[1] * len(xywh) if xywh else None)
         results = {}
+        start = time.perf_counter()
         for index, out in model.propagate_in_video(state, start_frame_idx=frame,
                                                    max_frame_num_to_track=state["num_frames"], reverse=False):
             boxes = out["out_boxes_xywh"].astype(np.float64) * [width, height, width, height]
@@ -273,4 +277,6 @@ def track(model, video, prompt: dict, frame: int, on_frame=None) -> dict[int, Fr
                                          boxes.astype(np.float32), out["out_probs"].astype(np.float32))
             if on_frame is not None:
                 on_frame(index, results[index])
+        if timings is not None:
+            timings.update(propagate_s=time.perf_counter() - start, frames=len(results))
     return results
