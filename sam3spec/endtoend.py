@@ -37,12 +37,17 @@ def prompt_from_args(args) -> dict:
             "boxes": [_numbers(t, "--box", (4,), "x0,y0,x1,y1") for t in args.box], "points": points}
 
 
-def _e2e_plan(manifest: str, target: str) -> plan_lib.Plan:
+_NO_APP = {"predict": "has no `predict` section: nothing says which app runs it end to end",
+           "track": "has no `track` section: it is not a video model (try manifests/sam3-video.yaml)"}
+
+
+def app_plan(manifest: str, target: str, section: str = "predict") -> plan_lib.Plan:
+    """The plan of a valid manifest that has `section` (predict or track) and `target`, or Refused."""
     plan = load_plan(manifest, _root())
     if plan is None:
         raise Refused(f"{manifest} is not a valid manifest (errors above)")
-    if plan.predict is None:
-        raise Refused(f"{manifest} has no `predict` section: nothing says which app runs it end to end")
+    if getattr(plan, section) is None:
+        raise Refused(f"{manifest} {_NO_APP[section]}")
     if target not in plan.targets:
         raise Refused(f"{manifest}: no target {target!r} (has: {', '.join(plan.targets)})")
     return plan
@@ -85,7 +90,7 @@ def predict(args) -> int:
     from sam3spec.runtime.resolve import resolve
 
     try:
-        plan = _e2e_plan(args.manifest, args.target)
+        plan = app_plan(args.manifest, args.target)
         prompt = prompt_from_args(args)
         image, problem = predict.open_image(args.image)
         problem = problem or predict.prompt_problem(prompt, *image.size)
@@ -131,7 +136,7 @@ def e2e(args, build) -> int:
     from sam3spec.runtime.resolve import resolve
 
     try:
-        plan = _e2e_plan(args.manifest, args.target)
+        plan = app_plan(args.manifest, args.target)
         e2e = plan.predict.get("e2e")
         if not e2e:
             raise Refused(f"{args.manifest}: `predict` has no `e2e` section (image and prompts to check)")

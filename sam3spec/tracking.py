@@ -9,22 +9,11 @@ import sys
 from pathlib import Path
 
 from sam3spec import plan as plan_lib
-from sam3spec.endtoend import Refused, prompt_from_args, ready_build, weights_for
-from sam3spec.loading import EXIT_INVALID, load_plan, root as _root
-from sam3spec.runtime import loader
+from sam3spec.endtoend import Refused, app_plan, prompt_from_args, ready_build, weights_for
+from sam3spec.loading import EXIT_INVALID, root as _root
+from sam3spec.runtime import loader, track_parity
 from sam3spec.runtime.artifacts import atomic_path, progress
 from sam3spec.runtime.clip import ClipError
-
-
-def _track_plan(manifest: str, target: str) -> plan_lib.Plan:
-    plan = load_plan(manifest, _root())
-    if plan is None:
-        raise Refused(f"{manifest} is not a valid manifest (errors above)")
-    if plan.track is None:
-        raise Refused(f"{manifest} has no `track` section: it is not a video model (try manifests/sam3-video.yaml)")
-    if target not in plan.targets:
-        raise Refused(f"{manifest}: no target {target!r} (has: {', '.join(plan.targets)})")
-    return plan
 
 
 def _prompt_problem(prompt: dict, clip, frame: int) -> str | None:
@@ -86,7 +75,7 @@ class Session:
         return timed(self.app.track, self.net, clip.source, prompt, frame, on_frame)
 
     def run(self, clip, prompt: dict, frame: int, out: Path, video: str, compare: bool) -> dict:
-        from sam3spec.runtime import track_outputs, track_parity
+        from sam3spec.runtime import track_outputs
 
         info = {**self.info, "video": video, "prompt": prompt, "frame": frame}
         if compare:
@@ -128,7 +117,7 @@ def track(args) -> int:
     from sam3spec.runtime.resolve import resolve
 
     try:
-        plan = _track_plan(args.manifest, args.target)
+        plan = app_plan(args.manifest, args.target, "track")
         prompt = prompt_from_args(args)
         clip = open_clip(args.video)
         problem = _prompt_problem(prompt, clip, args.frame)
@@ -147,7 +136,7 @@ def track(args) -> int:
           f"{summary['seconds']:.1f} s; wrote {os.path.relpath(out, _root())}/{{tracks.json,overlay.gif,masks/}}")
     if "parity" not in summary:
         return 0
-    print("\n" + (out / "parity.md").read_text())
+    print("\n" + track_parity.markdown(summary["parity"]))
     print(_verdict(out, summary["parity"]))
     return 0 if summary["parity"]["ok"] else 1
 
@@ -156,7 +145,7 @@ def e2e_video(args, build) -> int:
     """`e2e-video`: the manifest's track.e2e prompts on its pan and zoom clip, TVM against PyTorch; build(missing)
     ports what is not compiled (with --build)."""
     try:
-        plan = _track_plan(args.manifest, args.target)
+        plan = app_plan(args.manifest, args.target, "track")
         e2e = plan.track.get("e2e")
         if not e2e:
             raise Refused(f"{args.manifest}: `track` has no `e2e` section (clip and prompts to check)")
@@ -185,7 +174,7 @@ def e2e_video(args, build) -> int:
         summary = session.run(clip, prompt, 0, out / prompt["name"], video, compare=True)
         rows.append((prompt["name"], summary["parity"]))
         print(f"{prompt['name']}: " + _verdict(out / prompt["name"], summary["parity"]))
-    text = "\n\n".join((out / name / "parity.md").read_text() for name, _ in rows)
+    text = "\n\n".join(track_parity.markdown(parity) for _, parity in rows)
     with atomic_path(out / "parity.md") as tmp:
         tmp.write_text(text)
     print("\n" + text)
@@ -240,7 +229,7 @@ def bench_frames(session: Session, clip, prompt: dict, rounds: int = 1) -> dict:
 def bench_track(args, cpu: str) -> int:
     """`bench --track`: one tracked frame on the manifest's e2e clip, each of its prompts, TVM vs PyTorch."""
     try:
-        plan = _track_plan(args.manifest, args.target)
+        plan = app_plan(args.manifest, args.target, "track")
         if not plan.track.get("e2e"):
             raise Refused(f"{args.manifest}: `track` has no `e2e` section (the clip and prompts to time)")
         prompts = plan.track["e2e"]["prompts"]

@@ -48,16 +48,17 @@ def _chunked(run: Run, name: str, *tensors) -> tuple:
     return tuple(torch.cat(outs) for outs in zip(*parts))
 
 
-def _per_object(run: Run, name: str, tensors: list, shared: dict, axis: int = 0) -> tuple:
-    """`name` once per object (index along `axis` of each of `tensors`; `shared` positions passed whole)."""
-    count = tensors[0].shape[axis]
+def _per_object(run: Run, name: str, tensors: list, shared: dict, axis: int | list[int] = 0) -> tuple:
+    """`name` once per object (index along `axis` of each of `tensors`, or along axis[i] of tensors[i]; `shared`
+    positions passed whole), the outputs joined along the first tensor's axis."""
+    axes = [axis] * len(tensors) if isinstance(axis, int) else axis
     outs = []
-    for b in range(count):
-        args = [t.narrow(axis, b, 1) for t in tensors]
+    for b in range(tensors[0].shape[axes[0]]):
+        args = [t.narrow(a, b, 1) for t, a in zip(tensors, axes)]
         for position, value in sorted(shared.items()):
             args.insert(position, value)
         outs.append(run(name, *args))
-    return tuple(torch.cat(parts, dim=axis) for parts in zip(*outs))
+    return tuple(torch.cat(parts, dim=axes[0]) for parts in zip(*outs))
 
 
 class _Backbone(nn.Module):
@@ -122,11 +123,8 @@ class _MemoryAttention(nn.Module):
         memory = prompt[:frames * tokens].reshape(frames, tokens, count, -1)
         memory_pos = prompt_pos[:frames * tokens].reshape(frames, tokens, count, -1)
         args = [x, pos, memory, memory_pos, prompt[frames * tokens:], prompt_pos[frames * tokens:]]
-        axes = [1, 1, 2, 2, 1, 1]
-        outs = []
-        for b in range(count):
-            outs.append(self.run("memory_attention", *(a.narrow(axis, b, 1) for a, axis in zip(args, axes)))[0])
-        return {"memory": torch.cat(outs, dim=1)}
+        (out,) = _per_object(self.run, "memory_attention", args, {}, axis=[1, 1, 2, 2, 1, 1])
+        return {"memory": out}
 
 
 def _memory_encoder_class():

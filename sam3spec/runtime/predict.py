@@ -96,27 +96,34 @@ def shown(det, threshold: float) -> tuple[list[int], str]:
     return order[:TOP_WHEN_NONE], f"none above {threshold:g}: top {min(TOP_WHEN_NONE, len(order))} shown"
 
 
-def overlay(image, det, threshold: float, title: str):
-    """The image with the shown masks tinted, their boxes drawn and scored, and a caption."""
+def annotate(image, masks, boxes, colors, labels, caption: str, band: int):
+    """The image with each mask tinted in its colour, its box drawn and labelled, under a caption band `band` px
+    high (predict's overlay.png and track's overlay.gif)."""
     from PIL import Image, ImageDraw
 
-    picked, caption = shown(det, threshold)
     pixels = np.asarray(image, dtype=np.float32).copy()
-    for k, i in enumerate(picked):
-        color = np.array(PALETTE[k % len(PALETTE)], dtype=np.float32)
-        pixels[det.masks[i]] = 0.5 * pixels[det.masks[i]] + 0.5 * color
+    for mask, color in zip(masks, colors):
+        pixels[mask] = 0.5 * pixels[mask] + 0.5 * np.array(color, dtype=np.float32)
     out = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(out)
-    for k, i in enumerate(picked):
-        x0, y0, x1, y1 = (float(v) for v in det.boxes[i])
-        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=PALETTE[k % len(PALETTE)], width=2)
-        draw.text((x0 + 3, y0 + 2), f"{det.scores[i]:.3f}", fill=(255, 255, 255))
-    band = Image.new("RGB", (out.width, 30), (0, 0, 0))
-    ImageDraw.Draw(band).text((4, 2), f"{title}\n{caption}", fill=(255, 255, 255))
-    framed = Image.new("RGB", (out.width, out.height + band.height))
-    framed.paste(band, (0, 0))
-    framed.paste(out, (0, band.height))
+    for box, color, label in zip(boxes, colors, labels):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=color, width=2)
+        draw.text((x0 + 3, y0 + 2), label, fill=(255, 255, 255))
+    header = Image.new("RGB", (out.width, band), (0, 0, 0))
+    ImageDraw.Draw(header).text((4, 2), caption, fill=(255, 255, 255))
+    framed = Image.new("RGB", (out.width, out.height + header.height))
+    framed.paste(header, (0, 0))
+    framed.paste(out, (0, header.height))
     return framed
+
+
+def overlay(image, det, threshold: float, title: str):
+    """The image with the shown masks tinted, their boxes drawn and scored, and a caption."""
+    picked, caption = shown(det, threshold)
+    return annotate(image, [det.masks[i] for i in picked], [det.boxes[i] for i in picked],
+                    [PALETTE[k % len(PALETTE)] for k in range(len(picked))],
+                    [f"{det.scores[i]:.3f}" for i in picked], f"{title}\n{caption}", 30)
 
 
 def side_by_side(left, right):

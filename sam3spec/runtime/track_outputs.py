@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from sam3spec.runtime.artifacts import atomic_path, write_json
-from sam3spec.runtime.predict import PALETTE
+from sam3spec.runtime.predict import PALETTE, annotate
 
 FRAME_MS = 250  # overlay.gif: 4 frames a second
 
@@ -41,23 +41,8 @@ def _color(obj: int) -> tuple[int, int, int]:
 
 def overlay_frame(frame, result, caption: str):
     """One frame with its objects tinted and boxed (colour by id), the id and score by each box, and a caption."""
-    from PIL import Image, ImageDraw
-
-    pixels = np.asarray(frame, dtype=np.float32).copy()
-    for k, obj in enumerate(result.ids):
-        pixels[result.masks[k]] = 0.5 * pixels[result.masks[k]] + 0.5 * np.array(_color(obj), dtype=np.float32)
-    out = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(out)
-    for k, obj in enumerate(result.ids):
-        x0, y0, x1, y1 = (float(v) for v in result.boxes[k])
-        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=_color(obj), width=2)
-        draw.text((x0 + 3, y0 + 2), f"id {obj}  {result.scores[k]:.3f}", fill=(255, 255, 255))
-    band = Image.new("RGB", (out.width, 16), (0, 0, 0))
-    ImageDraw.Draw(band).text((4, 2), caption, fill=(255, 255, 255))
-    framed = Image.new("RGB", (out.width, out.height + band.height))
-    framed.paste(band, (0, 0))
-    framed.paste(out, (0, band.height))
-    return framed
+    return annotate(frame, result.masks, result.boxes, [_color(obj) for obj in result.ids],
+                    [f"id {obj}  {result.scores[k]:.3f}" for k, obj in enumerate(result.ids)], caption, 16)
 
 
 def write_gif(images: list, path: Path) -> None:
