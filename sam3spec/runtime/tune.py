@@ -115,17 +115,23 @@ def tune_one(task: dict, tgt, runner, trials: int, per_iteration: int, label: st
 
 
 def merge(directory: Path, tuned: list) -> None:
-    """Write the records: the existing ones in their order, except workloads tuned now, whose new best record
-    (if any) comes after; files replaced whole, so an interrupted run leaves the old records."""
+    """Write the records: the existing ones, except workloads tuned now, whose new best record (if any) takes
+    their place; workloads stay in the order of the file, new ones after, so a re-tuned task changes only its own
+    lines. Files replaced whole, so an interrupted run leaves the old records."""
+    import json
+
     import tvm_ffi
 
-    tuned_mods = [mod for mod, _ in tuned]
     old = records_lib.database(directory)
     keep = []
     if old is not None:
         keep = [r for r in old.get_all_tuning_records()
-                if not any(tvm_ffi.structural_equal(r.workload.mod, m) for m in tuned_mods)]
+                if not any(tvm_ffi.structural_equal(r.workload.mod, m) for m, _ in tuned)]
     records = keep + [r for _, r in tuned if r is not None]
+    lines = (directory / records_lib.WORKLOADS).read_text().splitlines() if old is not None else []
+    order = {json.loads(line)[0]: i for i, line in enumerate(lines)}  # a line: [structural hash, module]
+    # the database hands its records out by run time: sorted back into the file's order (stable: new ones after)
+    records.sort(key=lambda r: order.get(str(tvm_ffi.structural_hash(r.workload.mod) % 2**64), len(order)))
     if not records:  # nothing beat the rules and nothing else is kept: no files
         for name in (records_lib.WORKLOADS, records_lib.RECORDS):
             (directory / name).unlink(missing_ok=True)
