@@ -80,6 +80,12 @@ def _components(plan: plan_lib.Plan, args) -> list[str] | None:
     return args.component or names
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def cmd_port(args) -> int:
     from sam3spec import port
 
@@ -100,8 +106,9 @@ def cmd_port(args) -> int:
                   f"compile them with `python -m sam3spec port {args.manifest} --target {args.target}` and copy "
                   "build/ here", file=sys.stderr)
             return EXIT_INVALID
+    jobs = getattr(args, "jobs", None) or port.jobs_default()
     decisions = port.run(plan, _root(), args.target, names, rpc=rpc, verify_only=verify_only, force=force,
-                         dry_run=dry_run)
+                         dry_run=dry_run, jobs=jobs)
     if dry_run:
         return 0
     return _report(plan, args.target, names, decisions)
@@ -141,6 +148,9 @@ def cmd_bench(args) -> int:
     if target["kind"] not in ("llvm", "cuda"):
         print(f"{args.manifest}: bench runs on cpu (llvm) and cuda targets; {args.target!r} is {target['kind']}",
               file=sys.stderr)
+        return EXIT_INVALID
+    if args.frames and not args.track:
+        print("bench: --frames is for --track (the frames of the clip tracked)", file=sys.stderr)
         return EXIT_INVALID
     if args.track:
         from sam3spec import tracking
@@ -283,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify-only", action="store_true",
                    help="libraries compiled on another machine (build/ copied here): rebuild weights and reference "
                         "from the seed, then verify; needs the TVM runtime, not its compiler")
+    p.add_argument("--jobs", "-j", type=_positive, default=None, metavar="N",
+                   help="components ported at once, each step its own process (default: $SAM3SPEC_JOBS or 1; "
+                        "each step process builds its own model: at full size, memory grows with N)")
     p.add_argument("--force", action="store_true", help="run every step, whatever the step cache holds")
     p.add_argument("--dry-run", action="store_true",
                    help="say which steps would run and why (or `cached`), and run none")
@@ -301,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build", action="store_true", help="port the components that are not compiled yet first")
     p.add_argument("--track", action="store_true",
                    help="instead: one tracked frame (detector + tracker) on the manifest's track.e2e clip (video manifests)")
+    p.add_argument("--frames", type=_positive, default=None, metavar="N",
+                   help="with --track: track the clip's first N frames (default 4)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tune", help="MetaSchedule on each component's heaviest kernels; records into tuning/")

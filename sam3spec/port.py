@@ -48,6 +48,12 @@ def run_script(root: Path, script: Path, result: Path, *extra: str) -> bool:
     return code == 0
 
 
+def _say(line: str) -> None:
+    """One whole line in one write: with --jobs, lines from several components' threads stay whole."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def verify_only_steps(out: Path) -> tuple[str, ...]:
     """--verify-only: verify the library compiled elsewhere; first rebuild its weights and PyTorch reference from
     the seed (no torch.export, no TVM compiler) where build/ came without them (they are large)."""
@@ -84,7 +90,7 @@ def component(plan: Plan, root: Path, name: str, target: str, steps: tuple[str, 
         if dry_run and upstream and why == cache.CACHED:
             why = f"after {upstream}, if its result changes"
         decided[step] = why
-        print(f"{name}: {step}: {why if why == cache.CACHED else 'runs: ' + why}", flush=True)
+        _say(f"{name}: {step}: {why if why == cache.CACHED else 'runs: ' + why}")
         if why == cache.CACHED:
             continue
         upstream = upstream or step
@@ -101,16 +107,31 @@ def component(plan: Plan, root: Path, name: str, target: str, steps: tuple[str, 
     return decided
 
 
+def jobs_default() -> int:
+    """Components ported at once when --jobs is not given: $SAM3SPEC_JOBS, else 1."""
+    value = os.environ.get("SAM3SPEC_JOBS", "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 def run(plan: Plan, root: Path, target: str, names: list[str], *, rpc: str | None = None, verify_only: bool = False,
-        force: bool = False, dry_run: bool = False) -> dict[str, dict[str, str]]:
-    """Generate (unless dry_run), then each component's steps; returns component -> step -> decision."""
+        force: bool = False, dry_run: bool = False, jobs: int = 1) -> dict[str, dict[str, str]]:
+    """Generate (unless dry_run), then each component's steps, `jobs` components at once (each step is its own
+    process; their output lines interleave); returns component -> step -> decision, in the order of `names`."""
+    from concurrent.futures import ThreadPoolExecutor
+
     if not dry_run:
         touched = render.write(render.render(plan, root), root / "generated", [plan.name])
         print(f"generate: {len(touched)} file(s) changed", flush=True)
-    decisions = {}
-    for i, name in enumerate(names, 1):
-        print(f"\n=== [{i}/{len(names)}] {name} → {target} ===", flush=True)
+
+    def one(i: int, name: str) -> dict[str, str]:
+        _say(f"\n=== [{i}/{len(names)}] {name} → {target} ===")
         out = plan.build_dir(root, target) / name
         steps = verify_only_steps(out) if verify_only else STEPS
-        decisions[name] = component(plan, root, name, target, steps, rpc=rpc, force=force, dry_run=dry_run)
-    return decisions
+        return component(plan, root, name, target, steps, rpc=rpc, force=force, dry_run=dry_run)
+
+    numbered = list(enumerate(names, 1))
+    if jobs <= 1 or dry_run or len(names) < 2:
+        return {name: one(i, name) for i, name in numbered}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        decided = list(pool.map(lambda item: one(*item), numbered))
+    return dict(zip(names, decided))

@@ -195,7 +195,7 @@ def _e2e_clip(plan: plan_lib.Plan, folder: Path, first: int | None = None):
     return clip_lib.open_clip(str(folder))
 
 
-BENCH_FRAMES = 4  # `bench --track` tracks the e2e clip's first frames (~2.5 min a run at full size)
+BENCH_FRAMES = 4  # `bench --track` tracks the e2e clip's first frames unless --frames says (~2.5 min a run at full size)
 
 
 def bench_frames(session: Session, clip, prompt: dict, rounds: int = 1) -> dict:
@@ -236,7 +236,10 @@ def bench_track(args, cpu: str) -> int:
         app_names = Session.components(plan, prompts)
         model_cfg, weights = weights_for(plan, None)
         build = ready_build(plan, args, app_names, weights)
-        clip = _e2e_clip(plan, build / "bench-track" / "clip", BENCH_FRAMES)
+        frames, length = getattr(args, "frames", None) or BENCH_FRAMES, plan.track["e2e"]["clip"]["frames"]
+        if frames > length:
+            raise Refused(f"--frames {frames}: the e2e clip has {length} frames")
+        clip = _e2e_clip(plan, build / "bench-track" / "clip", frames)
         session = Session(plan, model_cfg, weights, build, args.target, app_names)
     except (Refused, ClipError) as exc:
         print(f"sam3spec bench: {exc}", file=sys.stderr)

@@ -53,7 +53,8 @@ def tiny_dynamic(tiny_plan):
 
 def port_command(*args, cwd=ROOT, pythonpath=(ROOT,)):
     """`python -m sam3spec port ARGS` in its own process (as a user runs it)."""
-    env = {"PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "PATH": "/usr/bin:/bin", "TVM_NUM_THREADS": "2"}
+    env = {"PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "PATH": "/usr/bin:/bin", "TVM_NUM_THREADS": "2",
+           "SAM3SPEC_JOBS": "2"}  # two components at once: most of a step is one core's work
     return subprocess.run([sys.executable, "-m", "sam3spec", "port", *args], cwd=cwd, capture_output=True,
                           text=True, env=env, timeout=3000)
 
