@@ -106,7 +106,11 @@ def cmd_port(args) -> int:
                   f"compile them with `python -m sam3spec port {args.manifest} --target {args.target}` and copy "
                   "build/ here", file=sys.stderr)
             return EXIT_INVALID
-    jobs = getattr(args, "jobs", None) or port.jobs_default()
+    try:
+        jobs = getattr(args, "jobs", None) or port.jobs_default()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
     decisions = port.run(plan, _root(), args.target, names, rpc=rpc, verify_only=verify_only, force=force,
                          dry_run=dry_run, jobs=jobs)
     if dry_run:

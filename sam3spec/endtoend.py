@@ -53,6 +53,14 @@ def app_plan(manifest: str, target: str, section: str = "predict") -> plan_lib.P
     return plan
 
 
+def e2e_section(plan: plan_lib.Plan, section: str, what: str) -> dict:
+    """The `e2e` entry of the plan's predict or track section (`what` it holds, for the message), or Refused."""
+    e2e = (getattr(plan, section) or {}).get("e2e")
+    if not e2e:
+        raise Refused(f"{plan.manifest}: `{section}` has no `e2e` section ({what})")
+    return e2e
+
+
 def ready_build(plan: plan_lib.Plan, args, names: list[str], weights: dict) -> Path:
     """The build directory, once every component `names` is compiled for the target and holds `weights`."""
     from sam3spec.runtime import predict
@@ -137,9 +145,7 @@ def e2e(args, build) -> int:
 
     try:
         plan = app_plan(args.manifest, args.target)
-        e2e = plan.predict.get("e2e")
-        if not e2e:
-            raise Refused(f"{args.manifest}: `predict` has no `e2e` section (image and prompts to check)")
+        e2e = e2e_section(plan, "predict", "image and prompts to check")
         app = resolve(plan.predict["app"])
         image, problem = predict.open_image(model_lib.package_file(e2e["image"]))
         for prompt in e2e["prompts"]:

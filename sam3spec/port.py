@@ -108,9 +108,12 @@ def component(plan: Plan, root: Path, name: str, target: str, steps: tuple[str, 
 
 
 def jobs_default() -> int:
-    """Components ported at once when --jobs is not given: $SAM3SPEC_JOBS, else 1."""
-    value = os.environ.get("SAM3SPEC_JOBS", "1")
-    return int(value) if value.isdigit() and int(value) > 0 else 1
+    """Components ported at once when --jobs is not given: $SAM3SPEC_JOBS, else 1; ValueError if it is set to
+    anything but a whole number of at least 1."""
+    value = os.environ.get("SAM3SPEC_JOBS", "1").strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"$SAM3SPEC_JOBS={value!r}: need a whole number of at least 1 (components ported at once)")
+    return int(value)
 
 
 def run(plan: Plan, root: Path, target: str, names: list[str], *, rpc: str | None = None, verify_only: bool = False,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sam3spec import plan as plan_lib
-from sam3spec.endtoend import Refused, app_plan, prompt_from_args, ready_build, weights_for
+from sam3spec.endtoend import Refused, app_plan, e2e_section, prompt_from_args, ready_build, weights_for
 from sam3spec.loading import EXIT_INVALID, root as _root
 from sam3spec.runtime import loader, track_parity
 from sam3spec.runtime.artifacts import atomic_path, progress
@@ -146,9 +146,7 @@ def e2e_video(args, build) -> int:
     ports what is not compiled (with --build)."""
     try:
         plan = app_plan(args.manifest, args.target, "track")
-        e2e = plan.track.get("e2e")
-        if not e2e:
-            raise Refused(f"{args.manifest}: `track` has no `e2e` section (clip and prompts to check)")
+        e2e = e2e_section(plan, "track", "clip and prompts to check")
         names = Session.components(plan, e2e["prompts"])
         missing = [n for n in names if not loader.compiled(plan.build_dir(_root(), args.target) / n)]
         if missing and args.build:
@@ -230,13 +228,12 @@ def bench_track(args, cpu: str) -> int:
     """`bench --track`: one tracked frame on the manifest's e2e clip, each of its prompts, TVM vs PyTorch."""
     try:
         plan = app_plan(args.manifest, args.target, "track")
-        if not plan.track.get("e2e"):
-            raise Refused(f"{args.manifest}: `track` has no `e2e` section (the clip and prompts to time)")
-        prompts = plan.track["e2e"]["prompts"]
+        e2e = e2e_section(plan, "track", "the clip and prompts to time")
+        prompts = e2e["prompts"]
         app_names = Session.components(plan, prompts)
         model_cfg, weights = weights_for(plan, None)
         build = ready_build(plan, args, app_names, weights)
-        frames, length = getattr(args, "frames", None) or BENCH_FRAMES, plan.track["e2e"]["clip"]["frames"]
+        frames, length = getattr(args, "frames", None) or BENCH_FRAMES, e2e["clip"]["frames"]
         if frames > length:
             raise Refused(f"--frames {frames}: the e2e clip has {length} frames")
         clip = _e2e_clip(plan, build / "bench-track" / "clip", frames)

@@ -119,6 +119,24 @@ def test_unchanged_copy_is_cached(repo_copy):
         name: dict.fromkeys(STEPS, "cached") for name in COPIED}
 
 
+def test_jobs_decide_as_one_at_a_time_and_bad_counts_are_refused(repo_copy):
+    names = [a for c in COPIED for a in ("-c", c)]
+    original = (repo_copy / MANIFEST).read_text()
+    edit(repo_copy / MANIFEST, "VETextEncoder: {layers: 2}", "VETextEncoder: {layers: 3}")  # both re-export
+    try:
+        assert dry_run(repo_copy, *names, "-j", "2") == dry_run(repo_copy, *names, "-j", "1") != {
+            name: dict.fromkeys(STEPS, "cached") for name in COPIED}
+    finally:
+        (repo_copy / MANIFEST).write_text(original)
+    for args, env, word in ((["-j", "0"], {}, "'0' is not a whole number"),
+                            ([], {"SAM3SPEC_JOBS": "abc"}, "$SAM3SPEC_JOBS='abc'"),
+                            ([], {"SAM3SPEC_JOBS": "0"}, "$SAM3SPEC_JOBS='0'")):
+        result = subprocess.run([sys.executable, "-m", "sam3spec", "port", MANIFEST,
+                                 "--dry-run", *names, *args], cwd=repo_copy, capture_output=True, text=True,
+                                timeout=300, env={"PYTHONPATH": str(repo_copy), "PATH": "/usr/bin:/bin", **env})
+        assert result.returncode == 2 and word in result.stderr and not result.stdout.strip(), result
+
+
 @pytest.mark.parametrize("kind,path,old,new,expected", INGREDIENTS, ids=[i[0] for i in INGREDIENTS])
 def test_each_ingredient_reruns_the_right_steps(repo_copy, kind, path, old, new, expected):
     original = (repo_copy / path).read_text()
