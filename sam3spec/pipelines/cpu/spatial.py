@@ -3,7 +3,8 @@ tiled 16x16 first."""
 
 from __future__ import annotations
 
-from tvm import tirx
+from tvm import sym, tirx
+from tvm.ir import Range
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import SBlockRV
 
@@ -11,6 +12,21 @@ from sam3spec.pipelines.cpu.analysis import (
     const, lanes_for, parallel_outer, tile_size, total_const, trivial_iters, uses_var,
 )
 from sam3spec.pipelines.cpu.config import DEFAULT_CFG, MIN_PARALLEL_EXTENT, TileConfig
+
+
+def _contiguous_iter(index, iters: list, w_it, analyzer):
+    """The iter (not `w_it`) along which a read's last `index` walks with stride 1, or None. Reshapes fused into
+    a transpose index through floordiv/floormod, which the iters' bounds simplify away (a [5184, 256] input read
+    as [8, 32, 5184] indexes its last axis (h * 32 + d) % 256, which is h * 32 + d: contiguous along d)."""
+    index = analyzer.simplify(index)
+    if uses_var(index, w_it.var):
+        return None
+    for it in iters:
+        if it is w_it or it.const is None or it.const < 8 or not uses_var(index, it.var):
+            continue
+        if isinstance(index, tirx.Var) or not uses_var(analyzer.simplify(index - it.var), it.var):
+            return it
+    return None
 
 
 def _transpose_pair(sch: Schedule, block: SBlockRV):
@@ -27,16 +43,16 @@ def _transpose_pair(sch: Schedule, block: SBlockRV):
     w_it = w_users[0]
     if w_it.const is None or w_it.const < 8:
         return None
+    analyzer = sym.Analyzer()
+    for it in iters:
+        if it.const is not None:
+            analyzer.bind(it.var, Range.from_min_extent(0, it.const))
     for region in stmt.reads:
         if not region.region:
             continue
-        r_last = region.region[-1].min
-        if not isinstance(r_last, tirx.Var):
-            continue
-        r_it = next((it for it in iters if it.var.same_as(r_last)), None)
-        if r_it is None or r_it is w_it or r_it.const is None or r_it.const < 8:
-            continue
-        return r_it, w_it
+        r_it = _contiguous_iter(region.region[-1].min, iters, w_it, analyzer)
+        if r_it is not None:
+            return r_it, w_it
     return None
 
 
