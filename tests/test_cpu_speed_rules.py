@@ -318,3 +318,23 @@ def test_a_reshape_fused_into_a_transpose_is_tiled():
              if line.strip().startswith("for ")]
     assert len(loops) == 3 and "T.parallel" in loops[0] and "T.vectorized" in loops[2], loops
     assert "ax2_1" in loops[1], loops  # d's tile inside the parallel loop, the tokens' tile vectorised in it
+
+
+class _ShortSoftmax(nn.Module):
+    def forward(self, x):
+        return torch.softmax(x * 2.0, dim=-1)
+
+
+def test_a_softmax_over_a_few_keys_runs_a_row_per_iteration():
+    """Rows shorter than a vector (10 keys, as the SAM mask decoder's image -> token attention) get one parallel
+    loop of rows and plain inner loops, not dlight's masked 16-lane vectors."""
+    from sam3spec.pipelines.cpu.row_reduction import rule_row_reductions
+
+    x = torch.randn(2, 8, 300, 10) * 4
+    stats, _ = check_against_unscheduled(_ShortSoftmax(), (x,), fast_math=True)
+    assert stats.get("row_reduction"), stats
+    staged = cpu_basic.pipeline(TARGET, stop_before_schedule=True)(
+        from_exported_program(torch.export.export(_ShortSoftmax(), (x,))))
+    (func,) = [f for n, f in staged.functions.items() if "softmax" in n.name_hint]
+    text = rule_row_reductions(func, TARGET).mod.script()
+    assert "T.parallel(T.int64(4800))" in text and "T.vectorized" not in text, text
