@@ -338,3 +338,23 @@ def test_a_softmax_over_a_few_keys_runs_a_row_per_iteration():
     (func,) = [f for n, f in staged.functions.items() if "softmax" in n.name_hint]
     text = rule_row_reductions(func, TARGET).mod.script()
     assert "T.parallel(T.int64(4800))" in text and "T.vectorized" not in text, text
+
+
+@pytest.mark.parametrize("shape", [(300, 256), (2, 8, 4096)], ids=["layer_norm", "group_norm_like"])
+def test_long_rows_are_summed_in_vector_partials(shape):
+    """A row of at least four vectors is summed into a vector of partial sums (rfactor, `_rf` blocks), not in one
+    scalar chain; results as the unscheduled pipeline's and PyTorch's."""
+    from sam3spec.pipelines.cpu.row_reduction import rule_row_reductions
+
+    class Norm(nn.Module):
+        def forward(self, x):
+            centred = x - x.mean(-1, keepdim=True)
+            return centred * torch.rsqrt((centred * centred).mean(-1, keepdim=True) + 1e-5)
+
+    x = torch.randn(*shape) * 3 + 1
+    stats, _ = check_against_unscheduled(Norm(), (x,))
+    assert stats.get("row_reduction"), stats
+    staged = cpu_basic.pipeline(TARGET, stop_before_schedule=True)(from_exported_program(torch.export.export(Norm(), (x,))))
+    funcs = [f for f in staged.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    scheduled = [rule_row_reductions(f, TARGET) for f in funcs]
+    assert any(s is not None and "_rf" in s.mod.script() for s in scheduled)
