@@ -22,7 +22,7 @@ from sam3spec.runtime.compile import tvm_target  # noqa: E402
 from sam3spec.runtime.loader import transform_params  # noqa: E402
 
 TARGET = tvm_target({"kind": "llvm", "mcpu": "host", "num-cores": 2})
-OFF = dict(schedule=False, prepack_weights=False, fast_math=False, fuse_attention=False,
+OFF = dict(schedule=False, prepack_weights=False, fast_math=False, fuse_attention=False, fold_input_free=False,
            patch_conv_as_matmul=False)
 SDPA = {"scaled_dot_product_attention.default": sdpa_matmul}
 
@@ -386,3 +386,28 @@ def test_a_permuting_write_back_stores_along_the_output_rows():
     lines = [line.strip() for line in schedule_prim_func(func, target=TARGET, cfg=TileConfig.for_target(TARGET)).script().splitlines()]
     at = lines.index('with T.sblock("conv2d_transpose_planes_local"):')
     assert lines[at - 1].startswith("for ax4 in T.vectorized"), lines[at - 3:at + 1]
+
+
+class _GridEncoding(nn.Module):
+    """SAM's dense positional encoding: a fixed grid through a fixed random matrix, sin and cos, on every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gaussian", torch.randn(2, 16))
+
+    def forward(self, x, n):
+        ones = torch.ones(12, 12)
+        grid = torch.stack([ones.cumsum(1) - 0.5, ones.cumsum(0) - 0.5], dim=-1) / 12 * 2 - 1
+        coords = 2 * torch.pi * grid @ self.gaussian
+        count = n + torch.arange(4).sum()  # an int64 value: its constant must stay int64 (relax.const makes int32)
+        return x + torch.cat([coords.sin(), coords.cos()], dim=-1).permute(2, 0, 1), count
+
+
+def test_input_free_values_are_computed_at_compile_time():
+    from sam3spec.pipelines import input_free
+
+    x, n = torch.randn(32, 12, 12), torch.tensor([5])
+    check_against_unscheduled(_GridEncoding(), (x, n))
+    mod = from_exported_program(torch.export.export(_GridEncoding(), (x, n)))
+    folded = input_free.fold()(mod)["main"].script()
+    assert "R.sin" in mod["main"].script() and "R.sin" not in folded and "R.cumsum" not in folded, folded

@@ -1,4 +1,4 @@
-"""The CPU Relax pipeline: attention fusion, weight packing, fast math, library dispatch, legalize + FuseOps/FuseTIR,
+"""The CPU Relax pipeline: input-free values folded, attention fusion, weight packing, fast math, library dispatch, legalize + FuseOps/FuseTIR,
 dataflow lowering, tuning records, the schedule pass, finalize."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from tvm import relax
 from tvm.ir import IRModule
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic_pipeline
 
-from sam3spec.pipelines import attention, dataflow_lower_passes, prepack, records as records_step
+from sam3spec.pipelines import attention, dataflow_lower_passes, input_free, prepack, records as records_step
 from sam3spec.pipelines.cpu import function_rules
 from sam3spec.pipelines.cpu.config import TileConfig
 from sam3spec.pipelines.cpu.legalize import (
@@ -28,6 +28,7 @@ def pipeline(
     prepack_weights: bool = True,
     fast_math: bool = True,
     fuse_attention: bool = True,
+    fold_input_free: bool = True,
     records: str | None = None,
     rules: list[str] | tuple[str, ...] = function_rules.DEFAULT,
     stop_before_schedule: bool = False,
@@ -53,6 +54,8 @@ def pipeline(
         libm calls per element; relative error ~1e-6.
     fuse_attention : softmax(q k^T) v as one kernel per block of query rows
         (:mod:`sam3spec.pipelines.attention`).
+    fold_input_free : values that depend on no input and no weight (a positional encoding of a fixed grid)
+        computed at compile time (:mod:`sam3spec.pipelines.input_free`).
     records : a MetaSchedule database directory (:mod:`sam3spec.pipelines.records`), applied before the rules.
     rules : the schedule rules in order, by name (:mod:`sam3spec.pipelines.cpu.function_rules`): ``records``
         (first, or absent: records not applied), ``attention``, ``row_reductions``, ``blocks``, and dlight's CPU
@@ -87,7 +90,8 @@ def pipeline(
             ]
         packing = [prepack.pack_weights(TileConfig.for_target(target).col_tile, stats), *prepack.lift()]
         passes = (
-            (attention.fuse() if fuse_attention else [])
+            ([input_free.fold()] if fold_input_free else [])
+            + (attention.fuse() if fuse_attention else [])
             + (packing if prepack_weights else [])
             + ([relax.transform.FastMathTransform()] if fast_math else [])
             + list(rp.library_dispatch_passes(target))
