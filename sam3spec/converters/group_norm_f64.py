@@ -16,11 +16,11 @@ def group_norm_f64(node, importer):
     shape = importer.shape_of(x)
     dtype = x.ty.dtype
     grouped = bb.emit(relax.op.reshape(x, [shape[0], groups, -1]))
+    mean = bb.emit(relax.op.mean(relax.op.astype(grouped, "float64"), axis=[2], keepdims=True))
 
     def centred():  # a fresh cast per use: FuseOps fuses each into its consumer
         return relax.op.subtract(relax.op.astype(grouped, "float64"), mean)
 
-    mean = bb.emit(relax.op.mean(relax.op.astype(grouped, "float64"), axis=[2], keepdims=True))
     var = bb.emit(relax.op.mean(relax.op.multiply(centred(), centred()), axis=[2], keepdims=True))
     normed = relax.op.multiply(centred(), relax.op.rsqrt(relax.op.add(var, relax.const(eps, "float64"))))
     out = bb.emit(relax.op.reshape(relax.op.astype(normed, dtype), shape))

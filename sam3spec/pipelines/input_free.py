@@ -12,6 +12,8 @@ import tvm
 from tvm import relax
 from tvm.ir import IRModule
 
+from sam3spec.pipelines import static_shape
+
 MAX_BYTES = 16 << 20
 
 
@@ -34,12 +36,10 @@ def _input_free(func: relax.Function) -> tuple[dict, list]:
     return free, frontier + [v for v in outputs if v not in frontier]
 
 
-def _tensor_bytes(var) -> int | None:
-    ty = var.ty
-    try:
-        return int(np.prod([int(d) for d in ty.shape])) * tvm.DataType(str(ty.dtype)).bits // 8
-    except (AttributeError, TypeError, ValueError):
-        return None
+def _fits(var, max_bytes: int) -> bool:
+    """Whether `var` is a tensor of a static shape whose bytes are at most `max_bytes`."""
+    shape = static_shape(var)
+    return shape is not None and int(np.prod(shape)) * tvm.DataType(str(var.ty.dtype)).bits // 8 <= max_bytes
 
 
 def _needed(free: dict, var) -> dict:
@@ -104,8 +104,7 @@ def fold(max_bytes: int = MAX_BYTES) -> tvm.transform.Pass:
             return mod
         func = mod["main"]
         free, frontier = _input_free(func)
-        wanted = [v for v in frontier if (_tensor_bytes(v) or max_bytes + 1) <= max_bytes
-                  and not isinstance(free[v], type(relax.const(0.0)))]
+        wanted = [v for v in frontier if _fits(v, max_bytes) and not isinstance(free[v], type(relax.const(0.0)))]
         if not wanted:
             return mod
         constants = {}
@@ -118,7 +117,7 @@ def fold(max_bytes: int = MAX_BYTES) -> tvm.transform.Pass:
                 constants[var] = relax.const(value, str(value.dtype))  # relax.const alone makes int64 int32
         if not constants:
             return mod
-        mod = mod.clone() if hasattr(mod, "clone") else mod
+        mod = mod.clone()
         mod["main"] = _Substitute(constants).visit_expr(func)
         return relax.transform.DeadCodeElimination(["main"])(mod)
 

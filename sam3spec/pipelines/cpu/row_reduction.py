@@ -35,14 +35,11 @@ def rule_row_reductions(
     if not reductions or any(contraction_plan(sch, b, cfg) is not None for b in reductions):
         return None
     row = const(sch.get(sch.get_loops(blocks[-1])[-1]).extent)
-    if row is None or row < cfg.vec_lanes:
-        short = _short_rows(func, [sch.get(b).name_hint for b in blocks])
-        if short is not None:
-            return short
-    else:
-        partials = _vector_partials(func, [sch.get(b).name_hint for b in blocks], cfg.vec_lanes)
-        if partials is not None:
-            return partials
+    names = [sch.get(b).name_hint for b in blocks]
+    short = row is None or row < cfg.vec_lanes
+    own = _short_rows(func, names) if short else _vector_partials(func, names, cfg.vec_lanes)
+    if own is not None:
+        return own
     from tvm.s_tir.dlight.cpu import Reduction  # pylint: disable=import-outside-toplevel
 
     with target:
@@ -59,12 +56,9 @@ def _short_rows(func: tirx.PrimFunc, names: list[str]) -> Schedule | None:
     rows took 5.8 ms that way and 2.1 ms this way (2 threads, AMD EPYC). None if the blocks do not allow it."""
     try:
         sch = Schedule(IRModule({"main": func}))
-        out = sch.get_sblock(names[-1])
-        loops = sch.get_loops(out)
-        if len(loops) < 2:
+        rows = _parallel_rows(sch, sch.get_sblock(names[-1]))
+        if rows is None:
             return None
-        rows = sch.fuse(*loops[:-1])
-        sch.parallel(rows)
         for name in reversed(names[:-1]):
             block = sch.get_sblock(name)
             if not is_reduction_block(sch, block):
@@ -77,6 +71,16 @@ def _short_rows(func: tirx.PrimFunc, names: list[str]) -> Schedule | None:
         return sch
     except Exception:  # pylint: disable=broad-except
         return None
+
+
+def _parallel_rows(sch: Schedule, last):
+    """The last block's loops but its innermost (the rows) fused and parallel; None if it has no row loop."""
+    loops = sch.get_loops(last)
+    if len(loops) < 2:
+        return None
+    rows = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+    sch.parallel(rows)
+    return rows
 
 
 def _lanes(sch: Schedule, block, lanes32: int) -> int:
@@ -110,11 +114,9 @@ def _vector_partials(func: tirx.PrimFunc, names: list[str], lanes32: int) -> Sch
             return None
         names = [sch.get(b).name_hint for b in sch.get_child_blocks(root_block(sch))]
         last = sch.get_sblock(names[-1])
-        loops = sch.get_loops(last)
-        if len(loops) < 2:
+        rows = _parallel_rows(sch, last)
+        if rows is None:
             return None
-        rows = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
-        sch.parallel(rows)
         _vectorize_inner(sch, last, lanes32)
         for name in reversed(names[:-1]):
             sch.compute_at(sch.get_sblock(name), rows, preserve_unit_loops=True)

@@ -3,7 +3,7 @@ tiled 16x16 first."""
 
 from __future__ import annotations
 
-from tvm import sym, tirx
+from tvm import sym
 from tvm.ir import Range
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import SBlockRV
@@ -24,7 +24,7 @@ def _contiguous_iter(index, iters: list, w_it, analyzer):
     for it in iters:
         if it is w_it or it.const is None or it.const < 8 or not uses_var(index, it.var):
             continue
-        if isinstance(index, tirx.Var) or not uses_var(analyzer.simplify(index - it.var), it.var):
+        if not uses_var(analyzer.simplify(index - it.var), it.var):
             return it
     return None
 
