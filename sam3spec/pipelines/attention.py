@@ -65,62 +65,73 @@ def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, bias: te.T
     return te.compute((*batch, nq, dv), lambda *i: acc[i] / total[i[:-1]], name="attn_out")
 
 
+def _bound(mutator, expr, op: str):
+    call = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+    return call if isinstance(call, relax.Call) and call.op.same_as(_OPS[op]) else None
+
+
+def match(mutator: relax.PyExprMutator, call):
+    """(q, k, v, scale, bias, shapes) if `call` is matmul(softmax(matmul(q, permute(k)) * scale [+ bias], -1), v)
+    with static shapes (q's, k's, v's, and bias's when there is one), else None. `mutator` looks up bindings."""
+    if not call.op.same_as(_OPS["matmul"]):
+        return None
+    probs, v = call.args
+    softmax = _bound(mutator, probs, "nn.softmax")
+    if softmax is None or int(softmax.attrs.axis) not in (-1, len(static_shape(probs) or []) - 1):
+        return None
+    scores, scale, bias = softmax.args[0], 1.0, None
+    biased = _bound(mutator, scores, "add")
+    if biased is not None:
+        scores, bias = biased.args
+    scaled = _bound(mutator, scores, "multiply")
+    if scaled is not None:
+        value = getattr(scaled.args[1], "value", None)  # a relax constant (GenericConst in 0.27)
+        data = value.numpy() if hasattr(value, "numpy") else None
+        if data is None or data.size != 1:
+            return None
+        scale, scores = float(data.reshape(())), scaled.args[0]
+    product = _bound(mutator, scores, "matmul")
+    kt = _bound(mutator, product.args[1], "permute_dims") if product is not None else None
+    if kt is None or scale <= 0:
+        return None
+    q, k = product.args[0], kt.args[0]
+    shapes = [static_shape(t) for t in (q, k, v)]
+    if any(s is None for s in shapes) or len({len(s) for s in shapes}) != 1:
+        return None
+    rank = len(shapes[0])
+    axes = list(range(rank - 2)) + [rank - 1, rank - 2]
+    if kt.attrs.axes is None or [int(a) for a in kt.attrs.axes] != axes:
+        return None
+    (qs, ks, vs) = shapes
+    if qs[:-2] != ks[:-2] or qs[:-2] != vs[:-2] or ks[-2] != vs[-2] or qs[-1] != ks[-1]:
+        return None
+    if bias is not None:
+        bs = static_shape(bias)
+        scores_shape = [*qs[:-1], ks[-2]]
+        if (bs is None or len(bs) > len(scores_shape)
+                or any(b not in (1, s) for b, s in zip(bs[::-1], scores_shape[::-1]))):
+            return None
+        shapes.append(bs)
+    return q, k, v, scale, bias, shapes
+
+
 @relax.expr_functor.mutator
 class _Fuse(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
         self.kernels = {}  # (shapes, scale) -> the kernel's GlobalVar
 
-    def _bound(self, expr, op: str):
-        call = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-        return call if isinstance(call, relax.Call) and call.op.same_as(_OPS[op]) else None
-
     def _match(self, call):
-        """(q, k, v, scale, bias, shapes) if `call` is matmul(softmax(matmul(q, permute(k)) * scale [+ bias], -1),
-        v), else None."""
-        if not call.op.same_as(_OPS["matmul"]):
+        """match(), within the CPU kernel's limits: float32, at least ROWS queries, keys a multiple of COLS."""
+        found = match(self, call)
+        if found is None:
             return None
-        probs, v = call.args
-        softmax = self._bound(probs, "nn.softmax")
-        if softmax is None or int(softmax.attrs.axis) not in (-1, len(static_shape(probs) or []) - 1):
-            return None
-        scores, scale, bias = softmax.args[0], 1.0, None
-        biased = self._bound(scores, "add")
-        if biased is not None:
-            scores, bias = biased.args
-        scaled = self._bound(scores, "multiply")
-        if scaled is not None:
-            value = getattr(scaled.args[1], "value", None)  # a relax constant (GenericConst in 0.27)
-            data = value.numpy() if hasattr(value, "numpy") else None
-            if data is None or data.size != 1:
-                return None
-            scale, scores = float(data.reshape(())), scaled.args[0]
-        product = self._bound(scores, "matmul")
-        kt = self._bound(product.args[1], "permute_dims") if product is not None else None
-        if kt is None or scale <= 0:
-            return None
-        q, k = product.args[0], kt.args[0]
-        shapes = [static_shape(t) for t in (q, k, v)]
-        if any(s is None for s in shapes) or len({len(s) for s in shapes}) != 1:
-            return None
-        rank = len(shapes[0])
-        axes = list(range(rank - 2)) + [rank - 1, rank - 2]
-        if kt.attrs.axes is None or [int(a) for a in kt.attrs.axes] != axes:
-            return None
-        (qs, ks, vs) = shapes
-        if qs[:-2] != ks[:-2] or qs[:-2] != vs[:-2] or ks[-2] != vs[-2] or qs[-1] != ks[-1]:
-            return None
+        q, k, v, _, bias, shapes = found
+        qs, ks, vs = shapes[:3]
         if (qs[-2] < ROWS or ks[-2] % COLS or vs[-1] % 16
                 or any(str(t.ty.dtype) != "float32" for t in (q, k, v) + ((bias,) if bias is not None else ()))):
             return None
-        if bias is not None:
-            bs = static_shape(bias)
-            scores_shape = [*qs[:-1], ks[-2]]
-            if (bs is None or len(bs) > len(scores_shape)
-                    or any(b not in (1, s) for b, s in zip(bs[::-1], scores_shape[::-1]))):
-                return None
-            shapes.append(bs)
-        return q, k, v, scale, bias, shapes
+        return found
 
     def visit_call_(self, call):  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)

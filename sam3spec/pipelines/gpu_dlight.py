@@ -14,7 +14,8 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
-from sam3spec.pipelines import dataflow_lower_passes, intrinsics, long_reduction, prepack, simt_matmul, tensor_core
+from sam3spec.pipelines import (dataflow_lower_passes, gpu_attention, intrinsics, long_reduction, prepack,
+                                simt_matmul, tensor_core)
 from sam3spec.pipelines import records as records_step
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
@@ -306,7 +307,8 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
              simdgroup_f32_accumulate: str | None = None, tensor_core_min_extent: int | None = 32,
              long_reduction_matmul: bool = False, low_batch_gemv: int | None = None,
              schedule_as: dict | None = None, mixed_precision: str | None = None, records: str | None = None,
-             stop_before_schedule: bool = False, schedule_only: bool = False) -> tvm.transform.Pass:
+             fused_attention: bool = False, stop_before_schedule: bool = False,
+             schedule_only: bool = False) -> tvm.transform.Pass:
     """The GPU pipeline. Keywords (a target's ``pipeline_options``):
     lift_weight_transforms: weight-only work (the transposes ``linear`` makes) runs once, in
         ``main_transform_params``, not on every call (relax LiftTransformParams).
@@ -331,6 +333,8 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
         float64: False and :func:`clip_as_min_max` (ToMixedPrecision rejects float64 and clip's scalars).
     schedule_as: the target the rules schedule for, when not the one compiled for (``{kind: metal}`` on CUDA
         gives Metal's schedules, to check them numerically on an NVIDIA GPU).
+    fused_attention: attention as one tensor-core kernel per shape (:mod:`sam3spec.pipelines.gpu_attention`),
+        the scores kept on chip; CUDA, with mixed_precision float16 (it rounds q, k and v to float16).
     records: a MetaSchedule database directory (:mod:`sam3spec.pipelines.records`), applied before the rules.
     stop_before_schedule: the passes up to the schedule step only (``tune`` extracts its tasks there).
     schedule_only: the schedule step alone (``tune`` measures the rules' schedule of a task)."""
@@ -338,10 +342,14 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
         raise ValueError(f"simdgroup_f32_accumulate {simdgroup_f32_accumulate!r}: metal or proxy")
     if mixed_precision not in (None, "float16"):
         raise ValueError(f"mixed_precision {mixed_precision!r}: TVM's ToMixedPrecision makes float16 only")
+    if fused_attention and (mixed_precision != "float16" or target.kind.name != "cuda"):
+        raise ValueError("fused_attention runs on CUDA tensor cores in float16: it needs a cuda target and "
+                         "mixed_precision: float16")
     intrinsics.quick_frames()  # dlight's tensorized rules register TVM's intrinsics when they first run
     rules_target = tvm.target.Target(schedule_as) if schedule_as else target
     legalize = [p for p in gpu_generic.legalize_passes(target) if p.info.name != "ApplyDefaultSchedule"]
-    passes = ([drop_empty_concat_operands()] if drop_empty_concat else []) \
+    passes = (gpu_attention.fuse() if fused_attention else []) \
+        + ([drop_empty_concat_operands()] if drop_empty_concat else []) \
         + ([] if float64 and not mixed_precision else [float64_as_float32()]) \
         + ([clip_as_min_max(), relax.transform.ToMixedPrecision(out_dtype="float32")] if mixed_precision else []) \
         + (prepack.lift() if lift_weight_transforms else []) \
