@@ -13,16 +13,20 @@ from sam3spec.runtime import bench
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_turns_alternate_with_an_untimed_call_first():
+def test_turns_alternate_with_a_wait_and_an_untimed_call_first(monkeypatch):
     order = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: order.append(f"wait {s}"))
     result = bench.measure(lambda: order.append("torch"), lambda: order.append("tvm"), repeats=3, min_repeats=3)
-    assert order == ["torch", "tvm"] + ["torch", "torch", "tvm", "tvm"] * 3
+    wait = f"wait {bench.SETTLE_S}"
+    assert bench.SETTLE_S > 0
+    assert order == ["torch", "tvm"] + [wait, "torch", "torch", wait, "tvm", "tvm"] * 3
     assert result["repeats"] == 3 and len(result["torch_s"]) == len(result["tvm_s"]) == 3
     assert result["ratio"] == pytest.approx(result["tvm_median_s"] / result["torch_median_s"])
 
 
-def test_onnx_runtime_takes_its_turn_after_tvm():
+def test_onnx_runtime_takes_its_turn_after_tvm(monkeypatch):
     order = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
     result = bench.measure(lambda: order.append("torch"), lambda: order.append("tvm"), repeats=2, min_repeats=2,
                            peers={"ort": lambda: order.append("ort")})
     assert order == ["torch", "tvm", "ort"] + ["torch", "torch", "tvm", "tvm", "ort", "ort"] * 2

@@ -16,6 +16,10 @@ from sam3spec.runtime.loader import Component
 from sam3spec.runtime.resolve import resolve
 
 MIN_SECONDS = 2.0  # per side: small components get more repeats
+# idle before each runtime's turn: the last one's worker threads spin on after its call (libgomp's, ONNX Runtime's,
+# TVM's pool) and took the cores from the next (2 cores, scoring_box_head: TVM 6.4 ms, PyTorch 8.3 interleaved
+# without it; 3.7 and 4.2 with it, as each alone in a loop: 3.5 and 4.5)
+SETTLE_S = 0.2
 
 
 def repeats_for(seconds_per_call: float, minimum: int, maximum: int = 50) -> int:
@@ -47,16 +51,17 @@ def _timed(fn) -> float:
 
 
 def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int, peers: dict | None = None) -> dict:
-    """One warm-up each, then `repeats` turns alternating torch, tvm and each of `peers` (name -> call); in each
-    turn an untimed call, then the timed one. Right after another runtime a call is slower while that one's
-    threads, memory and caches wind down (scoring_box_head 6.3 ms against 2.9 ms, the ViT trunk 20.2 s against
-    18.4 s), for either runtime; the untimed call absorbs that, so all are measured warm. Per-call seconds."""
+    """One warm-up each, then `repeats` turns alternating torch, tvm and each of `peers` (name -> call); each turn
+    waits SETTLE_S, makes an untimed call, then the timed one. Right after another runtime a call is slower while
+    that one's threads, memory and caches wind down (the ViT trunk 20.2 s against 18.4 s), for either runtime; the
+    wait and the untimed call absorb that, so all are measured warm on a quiet machine. Per-call seconds."""
     calls = {"torch": torch_call, "tvm": tvm_call, **(peers or {})}
     warm = [_timed(call) for call in calls.values()]
     n = repeats or repeats_for(max(warm), min_repeats)
     times = {name: [] for name in calls}
     for _ in range(n):
         for name, call in calls.items():
+            time.sleep(SETTLE_S)
             call()
             times[name].append(_timed(call))
     out = {"repeats": n}
