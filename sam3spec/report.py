@@ -181,10 +181,11 @@ def bench_markdown(bench: dict) -> str:
     setting = bench["components"][0].get("pytorch", "") if bench["components"] else ""
     where = (f"{bench['cpu']}; PyTorch {setting}; every call waited for." if "cuda" in setting
              else f"{bench['cpu']}, {bench['threads']} threads for both.")
+    settle = next((f"a {r['settle_s']:g} s wait, " for r in bench["components"] if r.get("settle_s")), "")
     lines = [f"# {bench['manifest']} on {bench['target']}: TVM vs PyTorch eager", "",
              f"{where} Medians over turns alternating PyTorch and TVM"
              f"{' and ONNX Runtime' if any('onnxruntime' in r for r in bench['components']) else ''} "
-             "(in each turn an untimed call, then the timed one). FLOPs: multiply-adds x 2 of matmuls, "
+             f"(in each turn {settle}an untimed call, then the timed one). FLOPs: multiply-adds x 2 of matmuls, "
              "convolutions and attention (torch.utils.flop_counter).", "",
              "| component | TVM ms | PyTorch ms | TVM / PyTorch | GFLOP | TVM GFLOP/s | PyTorch GFLOP/s | repeats |",
              "|---|---|---|---|---|---|---|---|"]

@@ -20,6 +20,7 @@ def test_turns_alternate_with_a_wait_and_an_untimed_call_first(monkeypatch):
     wait = f"wait {bench.SETTLE_S}"
     assert bench.SETTLE_S > 0
     assert order == ["torch", "tvm"] + [wait, "torch", "torch", wait, "tvm", "tvm"] * 3
+    assert result["settle_s"] == bench.SETTLE_S
     assert result["repeats"] == 3 and len(result["torch_s"]) == len(result["tvm_s"]) == 3
     assert result["ratio"] == pytest.approx(result["tvm_median_s"] / result["torch_median_s"])
 
@@ -52,13 +53,14 @@ def test_a_failed_export_names_the_error_it_was_raised_from():
 def test_bench_table_has_the_onnx_runtime_column_and_says_why_it_did_not_run():
     from sam3spec.report import bench_markdown
 
-    row = {"flops": 2e9, "tvm_gflops": 20.0, "torch_gflops": 10.0, "repeats": 3}
+    row = {"flops": 2e9, "tvm_gflops": 20.0, "torch_gflops": 10.0, "repeats": 3, "settle_s": 0.2}
     bench_md = bench_markdown({"manifest": "m", "target": "cpu", "cpu": "x", "threads": 2, "components": [
         {**row, "component": "a", "tvm_median_s": 0.1, "torch_median_s": 0.2, "ratio": 0.5, "ort_median_s": 0.4,
          "ratio_ort": 0.25, "onnxruntime": {"status": "ok", "max_abs_vs_pytorch": 3e-6}},
         {**row, "component": "b", "tvm_median_s": 0.3, "torch_median_s": 0.3, "ratio": 1.0,
          "onnxruntime": {"status": "failed", "reason": "UnsupportedOperatorError: aten::foo"}}]})
     assert "| ONNX Runtime ms | TVM / ONNX Runtime |" in bench_md
+    assert "(in each turn a 0.2 s wait, an untimed call, then the timed one)" in bench_md
     assert "| a | 100.0 | 200.0 | 0.50 |" in bench_md and "| 400.0 | 0.25 |" in bench_md
     assert "| b | 300.0 | 300.0 | 1.00 |" in bench_md and "| failed | |" in bench_md
     assert "| all | 400.0 | 500.0 | 0.80 | | | | | 400.0 | 0.25 |" in bench_md  # ORT's sum: what it ran

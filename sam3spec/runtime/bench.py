@@ -64,7 +64,7 @@ def measure(torch_call, tvm_call, repeats: int | None, min_repeats: int, peers: 
             time.sleep(SETTLE_S)
             call()
             times[name].append(_timed(call))
-    out = {"repeats": n}
+    out = {"repeats": n, "settle_s": SETTLE_S}
     for name in calls:
         out[f"{name}_s"], out[f"{name}_median_s"] = times[name], statistics.median(times[name])
     out["ratio"] = out["tvm_median_s"] / out["torch_median_s"]

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'cuda', 'arch': 'sm_90'}
 PIPELINE_OPTIONS = {'mixed_precision': 'float16',
+                    'fused_attention': True,
                     'static_thread_memory': True,
                     'skip_failing_rules': True,
                     'last_resort': True}
