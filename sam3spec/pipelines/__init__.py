@@ -1,5 +1,22 @@
 """Named compile pipelines that manifests' targets name: `module:pipeline(target, dynamic_shapes) -> Pass`."""
 
+import tvm
+from tvm import relax
+
+
+def rewrite_pass(mutator, name: str) -> tvm.transform.Pass:
+    """A module pass that rewrites every Relax function with `mutator` (a relax.PyExprMutator class)."""
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = mutator(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
+
+    return _pass
+
 
 def dataflow_lower_passes(backend, target, dynamic_shapes: bool) -> list:
     """`backend`'s (a tvm.relax.backend.*.pipeline module) dataflow lowering passes. With dynamic shapes,

@@ -12,7 +12,7 @@ import tvm
 from tvm import relax, te, topi
 from tvm.s_tir import Schedule
 
-from sam3spec.pipelines import static_shape
+from sam3spec.pipelines import rewrite_pass, static_shape
 
 ROWS = 24           # query rows per block (a multiple of ROW_TILE)
 ROW_TILE = 6        # register tile rows
@@ -174,21 +174,11 @@ class _Fuse(relax.PyExprMutator):
         width[2 * (rank - 2) + 1] = pad
         return self.builder_.emit(relax.op.nn.pad(x, width))
 
-    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gvar, self.visit_expr(func))
-        return self.builder_.get()
 
 
 def fuse() -> list:
     """Relax passes: fused attention calls, then dead intermediate bindings removed."""
-
-    @tvm.transform.module_pass(opt_level=0, name="sam3spec.FuseAttention")
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return _Fuse(mod).run(mod)
-
-    return [_pass, relax.transform.DeadCodeElimination()]
+    return [rewrite_pass(_Fuse, "sam3spec.FuseAttention"), relax.transform.DeadCodeElimination()]
 
 
 def schedule(sch: Schedule, vec_lanes: int = 16, row_tile: int = ROW_TILE, cols: int = COLS) -> None:

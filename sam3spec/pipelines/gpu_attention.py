@@ -17,7 +17,7 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
-from sam3spec.pipelines import attention
+from sam3spec.pipelines import attention, rewrite_pass
 
 ROWS = 64      # query rows per thread block: 4 warps x 16
 KEYS = 64      # keys per step
@@ -43,8 +43,8 @@ def kernel(q_shape, k_shape, v_shape, scale: float) -> tvm.tirx.PrimFunc:
     tiles, steps = nq // ROWS, nk // KEYS
     hs = max(d, dv, KEYS) + PAD_HALF  # float16 row stride of Q (staged in P_s), K, V, P
     fs = KEYS + PAD_FLOAT             # float32 row stride of the scores
-    loads_qk, loads_v = ROWS * d // (WARPS * 32 * 4), KEYS * dv // (WARPS * 32 * 4)
-    loads_k = KEYS * d // (WARPS * 32 * 4)
+    per_pass = WARPS * 32 * 4  # elements one pass of float32x4 loads by every thread covers
+    loads_q, loads_k, loads_v = ROWS * d // per_pass, KEYS * d // per_pass, KEYS * dv // per_pass
     scale = float(scale)
     neg_inf = float("-inf")
 
@@ -72,14 +72,14 @@ def kernel(q_shape, k_shape, v_shape, scale: float) -> tvm.tirx.PrimFunc:
                         v_f = T.alloc_buffer((16, 16), "float16", scope="wmma.matrix_b")
                         s_f = T.alloc_buffer((16, KEYS), "float32", scope="wmma.accumulator")
                         o_f = T.alloc_buffer((16, dv), "float32", scope="wmma.accumulator")
-                        run = T.alloc_buffer((4,), "float32", scope="local")  # max, sum; then max, 1/sum
+                        run = T.alloc_buffer((4,), "float32", scope="local")  # running max, sum, step max; then max, 1/sum
                         i0: T.let[T.int32] = bx // (b1 * tiles)
                         i1: T.let[T.int32] = bx // tiles % b1
                         q0: T.let[T.int32] = bx % tiles * ROWS
                         tid: T.let[T.int32] = ty * 32 + tx
                         row: T.let[T.int32] = ty * 16 + tx % 16  # this thread's softmax row, half its keys
                         side: T.let[T.int32] = tx // 16
-                        for i in T.serial(loads_qk):  # Q, rounded to float16, staged in P's buffer
+                        for i in T.serial(loads_q):  # Q, rounded to float16, staged in P's buffer
                             for e in T.vectorized(4):
                                 p_s[(i * WARPS * 32 + tid) * 4 // d, (i * WARPS * 32 + tid) * 4 % d + e] = T.cast(
                                     q[i0, i1, q0 + (i * WARPS * 32 + tid) * 4 // d,
@@ -179,19 +179,9 @@ class _Fuse(relax.PyExprMutator):
             self.kernels[key] = self.builder_.add_func(func, "fused_attention")
         return relax.call_tir(self.kernels[key], [q, k, v], call.ty)
 
-    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gvar, self.visit_expr(func))
-        return self.builder_.get()
 
 
 def fuse() -> list:
     """Relax passes: float32 attention of supported shapes as one :func:`kernel` call, then dead intermediate
     bindings removed. Run before mixed precision, which leaves the call as it is."""
-
-    @tvm.transform.module_pass(opt_level=0, name="sam3spec.FuseAttentionCUDA")
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return _Fuse(mod).run(mod)
-
-    return [_pass, relax.transform.DeadCodeElimination()]
+    return [rewrite_pass(_Fuse, "sam3spec.FuseAttentionCUDA"), relax.transform.DeadCodeElimination()]

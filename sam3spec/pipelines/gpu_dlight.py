@@ -15,7 +15,7 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
 from sam3spec.pipelines import (dataflow_lower_passes, gpu_attention, intrinsics, long_reduction, prepack,
-                                simt_matmul, tensor_core)
+                                rewrite_pass, simt_matmul, tensor_core)
 from sam3spec.pipelines import records as records_step
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
@@ -36,24 +36,10 @@ class _DropEmptyConcatOperands(relax.PyExprMutator):
         return relax.op.concat(kept, axis=call.attrs.axis)
 
 
-def _rewrite_pass(mutator, name: str) -> tvm.transform.Pass:
-    """A module pass that rewrites every Relax function with `mutator` (a relax.PyExprMutator class)."""
-
-    @tvm.transform.module_pass(opt_level=0, name=name)
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = mutator(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
-
-    return _pass
-
-
 def drop_empty_concat_operands() -> tvm.transform.Pass:
     """concat without its zero-size operands (SAM's ``coords[..., 2:]``): dlight's Fallback divides by zero
     fusing a zero-extent loop."""
-    return _rewrite_pass(_DropEmptyConcatOperands, "sam3spec.DropEmptyConcatOperands")
+    return rewrite_pass(_DropEmptyConcatOperands, "sam3spec.DropEmptyConcatOperands")
 
 
 _CLIP = tvm.ir.Op.get("relax.clip")
@@ -76,7 +62,7 @@ class _ClipAsMinMax(relax.PyExprMutator):
 def clip_as_min_max() -> tvm.transform.Pass:
     """clip(x, lo, hi) as minimum(maximum(x, lo), hi) with tensor constants: ToMixedPrecision fails on clip's
     scalar bounds ("Expected TensorType, but got T.float32")."""
-    return _rewrite_pass(_ClipAsMinMax, "sam3spec.ClipAsMinMax")
+    return rewrite_pass(_ClipAsMinMax, "sam3spec.ClipAsMinMax")
 
 
 _ASTYPE = tvm.ir.Op.get("relax.astype")
@@ -116,7 +102,7 @@ def float64_as_float32() -> tvm.transform.Pass:
     """float64 arithmetic (the group_norm_f64 converter's statistics) in float32: Metal has no double type
     ("Cannot convert type float64 to Metal type"); GPU reductions are tree-shaped, not one long fp32 sum."""
 
-    return _rewrite_pass(_NoFloat64, "sam3spec.Float64AsFloat32")
+    return rewrite_pass(_NoFloat64, "sam3spec.Float64AsFloat32")
 
 
 class SimpleLoops(dl.ScheduleRule):
