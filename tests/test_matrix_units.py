@@ -138,7 +138,7 @@ def test_tensor_core_matmul_leaves_the_rest_to_dlight(shape, dtype):
 
 
 def test_tensor_core_tile_is_checked_and_chosen_by_shape():
-    from sam3spec.pipelines.tensor_core import NARROW, WIDE, Tile, choose_tile
+    from sam3spec.pipelines.tensor_core import NARROW, WIDE, WIDE_ASYNC, Tile, choose_tile
 
     with pytest.raises(ValueError, match="multiples of 16"):
         Tile((24, 32), (2, 2), 32)
@@ -146,6 +146,9 @@ def test_tensor_core_tile_is_checked_and_chosen_by_shape():
     assert choose_tile([tirx.IntImm("int32", 5184), tirx.IntImm("int32", 3072), tirx.IntImm("int32", 1024)]) == WIDE
     assert choose_tile([tirx.IntImm("int32", 576), tirx.IntImm("int32", 64), tirx.IntImm("int32", 576)]) == NARROW
     assert choose_tile([tirx.Var("n", "int64"), tirx.IntImm("int32", 256), tirx.IntImm("int32", 32)]) == NARROW
+    big = [tirx.IntImm("int32", 5184), tirx.IntImm("int32", 4736), tirx.IntImm("int32", 1024)]
+    assert choose_tile(big, async_copy=True) == WIDE_ASYNC and WIDE_ASYNC.stages == 4
+    assert choose_tile(big[:1] + [tirx.IntImm("int32", 64)] * 2, async_copy=True) == NARROW
 
 
 def test_cpu_build_hides_the_gpu_from_constructors_only():

@@ -15,7 +15,7 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.gpu import matmul as dlight_matmul
 
 from sam3spec.pipelines import (dataflow_lower_passes, gpu_attention, intrinsics, long_reduction, prepack,
-                                rewrite_pass, simt_matmul, tensor_core)
+                                rewrite_pass, simt_matmul, sink_reshape, tensor_core)
 from sam3spec.pipelines import records as records_step
 
 _CONCAT = tvm.ir.Op.get("relax.concat")
@@ -293,7 +293,7 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
              simdgroup_f32_accumulate: str | None = None, tensor_core_min_extent: int | None = 32,
              long_reduction_matmul: bool = False, low_batch_gemv: int | None = None,
              schedule_as: dict | None = None, mixed_precision: str | None = None, records: str | None = None,
-             fused_attention: bool = False, stop_before_schedule: bool = False,
+             fused_attention: bool = False, sink_reshapes: bool = False, stop_before_schedule: bool = False,
              schedule_only: bool = False) -> tvm.transform.Pass:
     """The GPU pipeline. Keywords (a target's ``pipeline_options``):
     lift_weight_transforms: weight-only work (the transposes ``linear`` makes) runs once, in
@@ -321,6 +321,8 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
         gives Metal's schedules, to check them numerically on an NVIDIA GPU).
     fused_attention: attention as one tensor-core kernel per shape (:mod:`sam3spec.pipelines.gpu_attention`),
         the scores kept on chip; CUDA, with mixed_precision float16 (it rounds q, k and v to float16).
+    sink_reshapes: reshapes moved after the elementwise ops that follow them (:mod:`sam3spec.pipelines.sink_reshape`),
+        so a linear's GELU and residual add fuse into its kernel; exact.
     records: a MetaSchedule database directory (:mod:`sam3spec.pipelines.records`), applied before the rules.
     stop_before_schedule: the passes up to the schedule step only (``tune`` extracts its tasks there).
     schedule_only: the schedule step alone (``tune`` measures the rules' schedule of a task)."""
@@ -338,6 +340,7 @@ def pipeline(target: tvm.target.Target, dynamic_shapes: bool = False, stats: dic
         + ([drop_empty_concat_operands()] if drop_empty_concat else []) \
         + ([] if float64 and not mixed_precision else [float64_as_float32()]) \
         + ([clip_as_min_max(), relax.transform.ToMixedPrecision(out_dtype="float32")] if mixed_precision else []) \
+        + (sink_reshape.sink() if sink_reshapes else []) \
         + (prepack.lift() if lift_weight_transforms else []) \
         + [*gpu_generic.library_dispatch_passes(target), *legalize]
     if stop_before_schedule:

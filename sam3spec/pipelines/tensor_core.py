@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
 from tvm.s_tir.dlight.analysis import get_root_block
@@ -53,15 +54,25 @@ class Tile:
 # (dlight's rule: 65-75 on the lifted K x N weights), best or within 8% of the best of 15 tiles; a 128 x 64 block
 # of four 32 x 64 warps ran attention's P.V (N = 64) at 100 TFLOP/s (dlight's tile: 75) and Q.K^T (K = 64) at 68 (47).
 # On an H100 (2026-12-07, each tile timed on random inputs, not yet verified): four 64 x 64 warps with stages=4
-# (cp.async) ran the trunk's linears in 18.7 ms per 128 calls against WIDE's 22.2; the next step is to verify it.
+# (cp.async) ran the trunk's linears in 18.7 ms per 128 calls against WIDE's 22.2 (best of 14 tiles on 3 of the 4).
 WIDE = Tile((32, 32), (4, 4), 64)
+WIDE_ASYNC = Tile((64, 64), (2, 2), 32, stages=4)
 NARROW = Tile((32, 64), (4, 1), 32)
+ASYNC_COPY = "tirx.use_async_copy"  # the pass config that lowers a staged tile's copies to cp.async
 
 
-def choose_tile(sizes: list) -> Tile:
-    """The tile for extents I, J, K (an IntImm each, or symbolic): NARROW when J or K is at most 64, else WIDE."""
+def choose_tile(sizes: list, async_copy: bool = False) -> Tile:
+    """The tile for extents I, J, K (an IntImm each, or symbolic): NARROW when J or K is at most 64, else
+    WIDE_ASYNC where cp.async is on (`async_copy`), WIDE where not."""
     static = [int(e) if isinstance(e, tirx.IntImm) else None for e in sizes]
-    return NARROW if any(e is not None and e <= 64 for e in static[1:]) else WIDE
+    if any(e is not None and e <= 64 for e in static[1:]):
+        return NARROW
+    return WIDE_ASYNC if async_copy else WIDE
+
+
+def async_copy_on() -> bool:
+    """Whether the current PassContext lowers staged copies to cp.async (the target's pass_config sets it)."""
+    return bool(tvm.transform.PassContext.current().config.get(ASYNC_COPY, False))
 
 
 def matmul_form(func: tirx.PrimFunc, batch: bool = False) -> tuple[list, tuple[str, str]] | None:
@@ -140,7 +151,7 @@ class TensorCoreMatmul(GPUScheduleRule):
             return None
         for accumulate in ("float32", "float16"):
             try:
-                return self._schedule(func, accumulate, self.tile or choose_tile(sizes))
+                return self._schedule(func, accumulate, self.tile or choose_tile(sizes, async_copy_on()))
             except Exception:  # pylint: disable=broad-except
                 continue  # tensorize refused this accumulator: dlight's rule tries f32 then f16 likewise
         return None

@@ -12,9 +12,11 @@ ROOT = Path(__file__).resolve().parents[3]
 TARGET = {'kind': 'cuda', 'arch': 'sm_90'}
 PIPELINE_OPTIONS = {'mixed_precision': 'float16',
                     'fused_attention': True,
+                    'sink_reshapes': True,
                     'static_thread_memory': True,
                     'skip_failing_rules': True,
                     'last_resort': True}
+PASS_CONFIG = {'tirx.use_async_copy': True}
 BUDGET = {'tasks': 6,
           'trials': 64,
           'space': 'cuda-wmma-dynamic',
@@ -49,6 +51,7 @@ if __name__ == "__main__":
         target=TARGET,
         pipeline='sam3spec.pipelines.gpu_dlight:pipeline',
         pipeline_options=PIPELINE_OPTIONS,
+        pass_config=PASS_CONFIG,
         converters=CONVERTERS,
         dynamic=True,
         out_dir=str(ROOT / "build" / 'sam3-image-tiny' / 'cuda-fp16' / 'fusion_encoder'),

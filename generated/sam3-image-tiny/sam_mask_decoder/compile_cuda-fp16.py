@@ -11,9 +11,11 @@ ROOT = Path(__file__).resolve().parents[3]
 TARGET = {'kind': 'cuda', 'arch': 'sm_90'}
 PIPELINE_OPTIONS = {'mixed_precision': 'float16',
                     'fused_attention': True,
+                    'sink_reshapes': True,
                     'static_thread_memory': True,
                     'skip_failing_rules': True,
                     'last_resort': True}
+PASS_CONFIG = {'tirx.use_async_copy': True}
 CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'cat.default': 'sam3spec.converters.cat_promote:cat_promote',
               'ne.Scalar': 'sam3spec.converters.bool_compare:ne_scalar',
@@ -39,6 +41,7 @@ if __name__ == "__main__":
         target=TARGET,
         pipeline='sam3spec.pipelines.gpu_dlight:pipeline',
         pipeline_options=PIPELINE_OPTIONS,
+        pass_config=PASS_CONFIG,
         converters=CONVERTERS,
         dynamic=True,
         out_dir=str(ROOT / "build" / 'sam3-image-tiny' / 'cuda-fp16' / 'sam_mask_decoder'),
