@@ -18,11 +18,12 @@ from sam3spec.pipelines.cpu.inline import rule_inline
 from sam3spec.pipelines.cpu.reduction import rule_reduction
 from sam3spec.pipelines.cpu.row_reduction import rule_row_reductions
 from sam3spec.pipelines.cpu.spatial import rule_spatial
+from sam3spec.pipelines.cpu import winograd
 
 logger = logging.getLogger(__name__)
 
 RECORDS = "records"  # the tuning records: MetaScheduleApplyDatabase, a pass before all rules, so first or absent
-DEFAULT = (RECORDS, "attention", "row_reductions", "blocks")
+DEFAULT = (RECORDS, "attention", "winograd", "row_reductions", "blocks")
 
 
 def count(stats: dict | None, key: str, n: int = 1) -> None:
@@ -49,6 +50,22 @@ class FusedAttention(dl.ScheduleRule):
         sch = Schedule(IRModule({"main": func}))
         attention.schedule(sch, self.cfg.vec_lanes, self.cfg.row_tile, self.cfg.col_tile)
         count(self.stats, "attention")
+        return sch
+
+
+class Winograd(dl.ScheduleRule):
+    """3x3 convolutions rewritten by :mod:`sam3spec.pipelines.cpu.winograd`: its hand schedule, the product by the
+    contraction rule."""
+
+    def __init__(self, cfg: TileConfig, stats: dict | None = None):
+        self.cfg, self.stats = cfg, stats
+
+    def apply(self, func, target, tunable):  # pylint: disable=unused-argument
+        if func.attrs is None or winograd.ATTR not in func.attrs:
+            return None
+        sch = Schedule(IRModule({"main": func}))
+        winograd.schedule(sch, lambda s, block: rule_contraction(s, block, self.cfg), self.cfg.vec_lanes)
+        count(self.stats, "winograd")
         return sch
 
 
@@ -114,7 +131,7 @@ class Blocks(dl.ScheduleRule):
         return "reduction" if rule_reduction(sch, block, self.cfg) else None
 
 
-RULES = {"attention": FusedAttention, "row_reductions": RowReductions, "blocks": Blocks}
+RULES = {"attention": FusedAttention, "winograd": Winograd, "row_reductions": RowReductions, "blocks": Blocks}
 
 
 def check(names) -> None:
