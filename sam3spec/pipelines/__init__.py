@@ -20,9 +20,12 @@ def rewrite_pass(mutator, name: str) -> tvm.transform.Pass:
 
 def dataflow_lower_passes(backend, target, dynamic_shapes: bool) -> list:
     """`backend`'s (a tvm.relax.backend.*.pipeline module) dataflow lowering passes. With dynamic shapes,
-    without RewriteDataflowReshape: it fails on symbolic reshapes ("padding factor ... is not divisible")."""
-    return [p for p in backend.dataflow_lower_passes(target)
-            if not (dynamic_shapes and p.info.name == "RewriteDataflowReshape")]
+    RewriteDataflowReshape fails on symbolic reshapes ("padding factor ... is not divisible"): there
+    :func:`sam3spec.pipelines.reshape_views.static_views` takes its place, for the static reshapes."""
+    from sam3spec.pipelines import reshape_views  # pylint: disable=import-outside-toplevel  (it imports this)
+
+    return [reshape_views.static_views() if dynamic_shapes and p.info.name == "RewriteDataflowReshape" else p
+            for p in backend.dataflow_lower_passes(target)]
 
 
 def static_shape(expr, skip: int = 0) -> list[int] | None:
