@@ -95,7 +95,7 @@ INGREDIENTS = [
     ("converter of an op neither program has", Path("sam3spec/converters/grid_sample.py"), '"""', '"""Touched. ',
      {"scoring_box_head": set(), "decoder": set()}),
     ("target entry", BASE, "pipeline: sam3spec.pipelines.cpu:pipeline",
-     "pipeline: sam3spec.pipelines.cpu:pipeline\n    pipeline_options: {}",
+     "pipeline: sam3spec.pipelines.cpu:pipeline\n    pass_config: {}",
      {"scoring_box_head": {"compile"}, "decoder": {"compile"}}),
     ("template", Path("templates/verify.py.j2"), "import argparse", "import argparse  # touched",
      {"scoring_box_head": {"verify"}, "decoder": {"verify"}}),
