@@ -411,3 +411,36 @@ def test_input_free_values_are_computed_at_compile_time():
     mod = from_exported_program(torch.export.export(_GridEncoding(), (x, n)))
     folded = input_free.fold()(mod)["main"].script()
     assert "R.sin" in mod["main"].script() and "R.sin" not in folded and "R.cumsum" not in folded, folded
+
+
+class _Conv3x3(torch.nn.Module):
+    def __init__(self, c, o, stride=1):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(c, o, 3, stride=stride, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+@pytest.mark.parametrize("size", [32, 15])  # whole 2x2 tiles, and a ragged last tile row and column
+def test_3x3_conv_runs_as_winograd_and_matches_pytorch(size):
+    torch.manual_seed(0)
+    module, x = _Conv3x3(64, 64).eval(), torch.randn(1, 64, size, size)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    (got,), stats, _ = compile_run(module, (x,), winograd_conv=True)
+    assert stats.get("winograd") == 1, stats
+    np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-4)
+    (direct,), stats, _ = compile_run(module, (x,))
+    assert "winograd" not in stats
+    np.testing.assert_allclose(direct, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_strided_or_narrow_convs_keep_the_direct_schedule():
+    torch.manual_seed(0)
+    for module, x in ((_Conv3x3(64, 64, stride=2), torch.randn(1, 64, 32, 32)),
+                      (_Conv3x3(32, 64), torch.randn(1, 32, 32, 32))):
+        (got,), stats, _ = compile_run(module.eval(), (x,), winograd_conv=True)
+        assert "winograd" not in stats, stats
+        with torch.no_grad():
+            np.testing.assert_allclose(got, module(x).numpy(), atol=2e-5, rtol=1e-4)

@@ -40,9 +40,10 @@ class _Views(relax.PyExprMutator):
             return call
         func = self.mod[call.args[0]]
         source, shape = call.args[1].fields[0], static_shape(call)
-        if not isinstance(func, tvm.tirx.PrimFunc) or shape is None or static_shape(source) is None:
+        source_shape = static_shape(source)
+        if not isinstance(func, tvm.tirx.PrimFunc) or shape is None or source_shape is None:
             return call
-        if math.prod(shape) != math.prod(static_shape(source)):
+        if math.prod(shape) != math.prod(source_shape):
             return call  # has_reshape_pattern also takes a leading slice ([201, 1, 256] -> its first row)
         if getattr(source.ty, "dtype", None) != getattr(call.ty, "dtype", None):
             return call

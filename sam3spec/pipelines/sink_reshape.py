@@ -65,11 +65,12 @@ class _SinkReshape(relax.PyExprMutator):
                 inner = self.builder_.emit(relax.Call(call.op, [source[0]], call.attrs, call.ty_args))
                 return self._reshape(inner, source[1])
         if call.op in _BINARY:
-            sides = [side for side in (1, 0) if self._reshaped(call.args[side]) is not None
-                     and _same(_shape(call.args[1 - side]), self._reshaped(call.args[side])[1])]
+            found = {side: self._reshaped(call.args[side]) for side in (1, 0)}
+            sides = [side for side, source in found.items()
+                     if source is not None and _same(_shape(call.args[1 - side]), source[1])]
             if sides:  # the operand reshaped from the fewest dims: a linear's rows rather than the map it adds to
-                side = min(sides, key=lambda s: len(_shape(self._reshaped(call.args[s])[0])))
-                x, shape = self._reshaped(call.args[side])
+                side = min(sides, key=lambda s: len(_shape(found[s][0])))
+                x, shape = found[side]
                 args = [x, self.builder_.emit(self._reshape(call.args[1 - side], _shape(x)))][::1 if side == 0 else -1]
                 inner = self.builder_.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
                 return self._reshape(inner, shape)
