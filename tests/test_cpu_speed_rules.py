@@ -444,3 +444,52 @@ def test_strided_or_narrow_convs_keep_the_direct_schedule():
         assert "winograd" not in stats, stats
         with torch.no_grad():
             np.testing.assert_allclose(got, module(x).numpy(), atol=2e-5, rtol=1e-4)
+
+
+class RowsTimesActivation(nn.Module):
+    """A symbolic number of rows (prompt tokens) times an activation (not a weight), + bias, ReLU."""
+
+    def forward(self, x, y, b):
+        return torch.relu(x @ y + b)
+
+
+def _dynamic_rows(module, args, n_max=32):
+    n = torch.export.Dim("n", min=1, max=n_max)
+    ep = torch.export.export(module, args, dynamic_shapes=({0: n}, {}, {}))
+    return from_exported_program(ep, run_ep_decomposition=False)
+
+
+def test_symbolic_rows_are_padded_to_whole_register_tiles():
+    """The rows go in zero-padded register tiles; only the real rows are stored (checked at lengths that leave
+    1, 5 and 0 rows in the last tile, against PyTorch)."""
+    torch.manual_seed(12)
+    x, y, b = torch.randn(13, 64), torch.randn(64, 128), torch.randn(128)
+    mod = _dynamic_rows(RowsTimesActivation(), (x, y, b))
+    scheduled = cpu_basic.pipeline(TARGET)(mod)
+    (text,) = [f.script() for gv, f in scheduled.functions_items() if "matmul" in gv.name_hint]
+    assert "x_pad" in text and "T.unroll(T.int64(6))" in text, text  # padded rows, 6-row register tiles
+    assert "T.where" in text and " < s" in text  # the write-back stores the real rows only (s: the row count)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=TARGET, relax_pipeline=cpu_basic.pipeline(TARGET)), tvm.cpu())
+    for rows in (13, 5, 12):
+        args = (torch.randn(rows, 64), y, b)
+        got = vm["main"](*[tvm.runtime.tensor(a.numpy()) for a in args])
+        got = got if hasattr(got, "numpy") else got[0]
+        np.testing.assert_allclose(got.numpy(), RowsTimesActivation()(*args).numpy(), atol=2e-5, rtol=1e-5)
+
+
+def test_kernels_keep_noalias_beside_a_shape_function(monkeypatch):
+    """A module with symbolic shapes carries VMShapeLower's shape_func; the kernels' pointers stay noalias."""
+    from sam3spec.pipelines import host_noalias
+
+    x, y, b = torch.randn(13, 64), torch.randn(64, 128), torch.randn(128)
+    mod = _dynamic_rows(RowsTimesActivation(), (x, y, b))
+
+    def llvm_ir() -> str:
+        executable = tvm.compile(mod, target=TARGET, relax_pipeline=cpu_basic.pipeline(TARGET))
+        return "\n".join(m.inspect_source("ll") for m in [executable.mod, *executable.mod.imports]
+                         if m.kind == "llvm")
+
+    assert "noalias" in llvm_ir()
+    # the pass's reason: without it the same module's LLVM IR has no noalias at all
+    monkeypatch.setattr(host_noalias, "mark", tvm.transform.module_pass(lambda m, _c: m, opt_level=0))
+    assert "noalias" not in llvm_ir()

@@ -9,7 +9,7 @@ from sam3spec.runtime import compile as compile_step
 ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'llvm', 'mcpu': 'host', 'num-cores': 2}
-PIPELINE_OPTIONS = {'winograd_conv': True}
+PIPELINE_OPTIONS = {'absorb_projections': True, 'winograd_conv': True}
 CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'cat.default': 'sam3spec.converters.cat_promote:cat_promote',
               'ne.Scalar': 'sam3spec.converters.bool_compare:ne_scalar',

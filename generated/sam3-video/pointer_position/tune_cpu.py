@@ -10,7 +10,7 @@ from sam3spec.runtime import tune
 ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'llvm', 'mcpu': 'host', 'num-cores': 2}
-PIPELINE_OPTIONS = {'winograd_conv': True}
+PIPELINE_OPTIONS = {'absorb_projections': True, 'winograd_conv': True}
 BUDGET = {'tasks': 4, 'trials': 32}
 CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'cat.default': 'sam3spec.converters.cat_promote:cat_promote',

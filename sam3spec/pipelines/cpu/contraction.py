@@ -109,7 +109,7 @@ def _panel_map(
     return tirx.IndexMap.from_func(_fn, ndim=ndim)
 
 
-def contraction_plan(sch: Schedule, block: SBlockRV, cfg: TileConfig):
+def contraction_plan(sch: Schedule, block: SBlockRV, cfg: TileConfig, padded_rows: int | None = None):
     """Choose the axes of :func:`rule_contraction` without touching the schedule.
 
     Returns None if the block has no usable vector axis, else a dict with
@@ -180,7 +180,9 @@ def contraction_plan(sch: Schedule, block: SBlockRV, cfg: TileConfig):
         )
         if i_key is None or key < i_key:
             i_key, i_it = key, it
-    rows_inside = i_it is not None and i_it.const is None
+    rows_inside = i_it is not None and i_it.const is None and not (
+        padded_rows and tvm.sym.Analyzer().can_prove_equal(tvm.tirx.floormod(i_it.extent, padded_rows), 0))
+    symbolic_rows = i_it if rows_inside else None
     if rows_inside:
         # a symbolic row axis put a bounds check on every register row and its tile in a heap workspace (fusion's
         # text cross-attention scores, [8, 5184, 32] x [8, 32, prompt_len]: 16 -> 5.6 ms): its rows go one at a
@@ -188,6 +190,7 @@ def contraction_plan(sch: Schedule, block: SBlockRV, cfg: TileConfig):
         i_it = None
     return {
         "rows_inside": rows_inside,
+        "symbolic_rows": symbolic_rows,
         "j": j_it,
         "i": i_it,
         "classes": j_classes,
@@ -212,6 +215,38 @@ def _store_along_output_rows(sch: Schedule, wb: SBlockRV, outside: int) -> None:
         sch.reorder(loops[-1], walking[0])
 
 
+def _vector_tile(plan: dict, cfg: TileConfig) -> int:
+    """The register tile's width along J: a prepacked panel's width, else a power-of-two divisor of J."""
+    j_it = plan["j"]
+    vj = tile_size(j_it.const, cfg.col_tile, cfg.vec_lanes // 4, pow2=True)
+    for (_, _, idx), cls in zip(plan["reads"], plan["classes"]):
+        if cls == "panel":  # the tile is the panel: j // c and j % c become the split loops
+            vj = _panel_width(next(e for e in idx[:-1] if uses_var(e, j_it.var)), idx[-1], j_it.var)
+    return vj
+
+
+def _pad_rows(sch: Schedule, block: SBlockRV, cfg: TileConfig, plan: dict) -> dict:
+    """A symbolic row axis padded to whole register tiles (``pad_einsum``: the rows copied into a zero-padded
+    buffer, the result's extra rows never stored), so those rows get register tiles instead of one row at a time.
+    The plan of the padded block (None: no contraction any more), or `plan` unchanged where padding does not apply."""
+    rows = cfg.rows_for(_vector_tile(plan, cfg))
+    var = plan["symbolic_rows"].var
+    last = sch.get(block).writes[0].region[-1].min
+    if not (isinstance(last, tirx.Var) and last.same_as(plan["j"].var)):
+        return plan  # the rows are the output's last axis: its stores would be a predicated scalar per element
+    try:
+        sch.pad_einsum(block, [rows if iv.var.same_as(var) else 1 for iv in sch.get(block).iter_vars])
+    except Exception:  # pylint: disable=broad-except  (not an einsum: a convolution's x + rx)
+        return plan
+    for producer in sch.get_producers(block):  # the zero-padded copy of the rows (read in place, guarded, the
+        if sch.get(producer).name_hint.endswith("_pad"):  # K loop branches: 138 instead of 176 GFLOP/s)
+            rule_spatial(sch, producer, cfg)
+    padded = contraction_plan(sch, block, cfg, padded_rows=rows)
+    if padded is not None:
+        padded["padded"] = rows
+    return padded
+
+
 def rule_contraction(sch: Schedule, block: SBlockRV, cfg: TileConfig = DEFAULT_CFG) -> bool:  # pylint: disable=too-many-locals
     """Register-tiled reduction (matmul, batch/NT matmul, conv, column sums).
 
@@ -224,15 +259,16 @@ def rule_contraction(sch: Schedule, block: SBlockRV, cfg: TileConfig = DEFAULT_C
     plan = contraction_plan(sch, block, cfg)
     if plan is None:
         return False
+    if plan["symbolic_rows"] is not None:
+        plan = _pad_rows(sch, block, cfg, plan)
+        if plan is None:
+            return False
     j_it, i_it, j_classes = plan["j"], plan["i"], plan["classes"]
     reads = plan["reads"]
     s_iters, r_iters = plan["s_iters"], plan["r_iters"]
 
     # --- repack J-dependent operands into contiguous K x vj panels ------------
-    vj = tile_size(j_it.const, cfg.col_tile, cfg.vec_lanes // 4, pow2=True)
-    for (_, _, idx), cls in zip(reads, j_classes):
-        if cls == "panel":  # the tile is the panel: j // c and j % c become the split loops
-            vj = _panel_width(next(e for e in idx[:-1] if uses_var(e, j_it.var)), idx[-1], j_it.var)
+    vj = _vector_tile(plan, cfg)
     r_vars = [it.var for it in r_iters]
     for (ridx, _buf, idx), cls in zip(reads, j_classes):
         if cls == "contig":
@@ -246,7 +282,7 @@ def rule_contraction(sch: Schedule, block: SBlockRV, cfg: TileConfig = DEFAULT_C
             reuse = total_const(
                 [it.extent for it in s_iters if not any(uses_var(e, it.var) for e in idx)]
             )
-            if reuse is not None and reuse < 64:
+            if reuse is None or reuse < 64:  # None: a symbolic extent, here a prompt count (tens of rows)
                 continue
         elif cls != "plain":
             continue
@@ -260,18 +296,21 @@ def rule_contraction(sch: Schedule, block: SBlockRV, cfg: TileConfig = DEFAULT_C
     # loop handles are still valid (cache_read/transform_layout do not touch them)
     j_outer, j_inner = sch.split(j_it.loop, [None, vj])
     if i_it is not None:
-        rows = cfg.rows_for(vj)
+        rows = plan.get("padded") or cfg.rows_for(vj)
         vi = tile_size(i_it.const, rows, max(rows // 2, 1))
         i_outer, i_inner = sch.split(i_it.loop, [None, vi])
     else:
         i_outer = i_inner = None
     others = [it for it in sorted(s_iters, key=lambda t: t.pos) if it is not j_it and it is not i_it]
     inside = []
-    tiles = i_it.const // vi if i_it is not None else 0  # a symbolic row axis never reaches here (rows_inside)
+    tiles = i_it.const // vi if i_it is not None and i_it.const is not None else 0
     if "panel" in j_classes and tiles > cfg.row_block and tiles % cfg.row_block == 0:
         # weight panels: a block of row tiles stays in cache while every panel passes over it
         i_block, i_outer = sch.split(i_outer, [None, cfg.row_block])
         outer = [it.loop for it in others] + [i_block, j_outer, i_outer]
+    elif plan.get("padded"):  # tasks over the constant loops, the symbolic row tiles inside each (as rows_inside)
+        outer = [it.loop for it in others if it.const is not None] + [j_outer]
+        inside = [it.loop for it in others if it.const is None] + [i_outer]
     elif plan["rows_inside"]:  # tasks over the constant loops, the symbolic ones inside each task
         outer = [it.loop for it in others if it.const is not None] + [j_outer]
         inside = [it.loop for it in others if it.const is None]
@@ -284,12 +323,19 @@ def rule_contraction(sch: Schedule, block: SBlockRV, cfg: TileConfig = DEFAULT_C
 
     # accumulate into a local register tile; fuse elementwise epilogues into the write-back
     wb = sch.cache_write(block, 0, "local")
+    padded = plan.get("padded", False)
+    if padded:  # the padded rows' copy-out (pad_einsum's consumer) stores only the real rows: it is the write-back
+        (unpad,) = sch.get_consumers(wb)
+        sch.reverse_compute_at(wb, (outer + inside)[-1], preserve_unit_loops=True)
+        wb, copy = unpad, wb
     for consumer in sch.get_consumers(wb):
         try:
             sch.reverse_compute_inline(consumer)
         except Exception:  # pylint: disable=broad-except
             pass
     sch.reverse_compute_at(wb, (outer + inside)[-1], preserve_unit_loops=True)
+    if padded:
+        sch.compute_inline(copy)
     _store_along_output_rows(sch, wb, len(outer + inside))
     vectorize_innermost(sch, wb, cfg.vec_lanes)
     # annotate before decompose_reduction: afterwards the update block is no

@@ -8,7 +8,7 @@ from tvm import relax
 from tvm.ir import IRModule
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic_pipeline
 
-from sam3spec.pipelines import attention, dataflow_lower_passes, input_free, prepack, records as records_step
+from sam3spec.pipelines import absorb_projection, attention, dataflow_lower_passes, host_noalias, input_free, prepack, records as records_step
 from sam3spec.pipelines.cpu import function_rules, winograd
 from sam3spec.pipelines.cpu.config import TileConfig
 from sam3spec.pipelines.cpu.legalize import (
@@ -30,6 +30,7 @@ def pipeline(
     fuse_attention: bool = True,
     fold_input_free: bool = True,
     winograd_conv: bool = False,
+    absorb_projections: bool = False,
     records: str | None = None,
     rules: list[str] | tuple[str, ...] = function_rules.DEFAULT,
     stop_before_schedule: bool = False,
@@ -59,6 +60,8 @@ def pipeline(
         computed at compile time (:mod:`sam3spec.pipelines.input_free`).
     winograd_conv : 3x3 convolutions (stride 1, padding 1, >= 64 channels) as Winograd F(2x2, 3x3)
         (:mod:`sam3spec.pipelines.cpu.winograd`): 2.25x fewer multiply-adds; max abs error 7e-6 at 256 channels.
+    absorb_projections : attention of a few queries over many keys reads the keys' source instead of projecting
+        it (:mod:`sam3spec.pipelines.absorb_projection`); equal up to summation order.
     records : a MetaSchedule database directory (:mod:`sam3spec.pipelines.records`), applied before the rules.
     rules : the schedule rules in order, by name (:mod:`sam3spec.pipelines.cpu.function_rules`): ``records``
         (first, or absent: records not applied), ``attention``, ``winograd``, ``row_reductions``, ``blocks``,
@@ -94,6 +97,7 @@ def pipeline(
         packing = [prepack.pack_weights(TileConfig.for_target(target).col_tile, stats), *prepack.lift()]
         passes = (
             ([input_free.fold()] if fold_input_free else [])
+            + (absorb_projection.absorb() if absorb_projections else [])
             + (attention.fuse() if fuse_attention else [])
             + (winograd.rewrite() if winograd_conv else [])
             + (packing if prepack_weights else [])
@@ -104,7 +108,7 @@ def pipeline(
         if not stop_before_schedule:  # tuning's tasks: MetaSchedule finds them in call_tir, before dataflow lowering
             passes += dataflow_lower + records_step.apply(records if function_rules.RECORDS in rules else None, stats)
             passes += [schedule_pass(target, stats, verify, rules)] if schedule else []
-            passes += list(rp.finalize_passes(target))
+            passes += list(rp.finalize_passes(target)) + [host_noalias.mark]
         if schedule_only:
             passes = [schedule_pass(target, stats, verify, rules)]
         with target:
