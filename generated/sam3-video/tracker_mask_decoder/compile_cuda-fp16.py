@@ -15,7 +15,6 @@ PIPELINE_OPTIONS = {'mixed_precision': 'float16',
                     'static_thread_memory': True,
                     'skip_failing_rules': True,
                     'last_resort': True}
-PASS_CONFIG = {'tirx.use_async_copy': True}
 CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'cat.default': 'sam3spec.converters.cat_promote:cat_promote',
               'ne.Scalar': 'sam3spec.converters.bool_compare:ne_scalar',
@@ -46,7 +45,6 @@ if __name__ == "__main__":
         target=TARGET,
         pipeline='sam3spec.pipelines.gpu_dlight:pipeline',
         pipeline_options=PIPELINE_OPTIONS,
-        pass_config=PASS_CONFIG,
         converters=CONVERTERS,
         dynamic=True,
         out_dir=str(ROOT / "build" / 'sam3-video' / 'cuda-fp16' / 'tracker_mask_decoder'),
