@@ -234,6 +234,8 @@ def _pad_rows(sch: Schedule, block: SBlockRV, cfg: TileConfig, plan: dict) -> di
     last = sch.get(block).writes[0].region[-1].min
     if not (isinstance(last, tirx.Var) and last.same_as(plan["j"].var)):
         return plan  # the rows are the output's last axis: its stores would be a predicated scalar per element
+    if any(it.const is None for it in plan["s_iters"] if not it.var.same_as(var)):
+        return plan  # another symbolic axis (attention's tokens x tokens): parallel_outer would reorder the predicate
     try:
         sch.pad_einsum(block, [rows if iv.var.same_as(var) else 1 for iv in sch.get(block).iter_vars])
     except Exception:  # pylint: disable=broad-except  (not an einsum: a convolution's x + rx)
