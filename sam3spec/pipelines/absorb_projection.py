@@ -42,8 +42,8 @@ class _Absorb(relax.PyExprMutator):
         return call if isinstance(call, relax.Call) and call.op.same_as(_OPS[op]) else None
 
     def _projection(self, operand):
-        """(X, W, bias or None, index map) when `operand` is reshapes/transposes of X @ W (+ bias), X [N, C] and
-        W [C, M] static; the index map is the chain run on arange(N * M).reshape(N, M)."""
+        """(X, W, bias or None, chain) when `operand` is reshapes/transposes (`chain`, outermost first) of
+        X @ W (+ bias), X [N, C] and W [C, M] static."""
         chain, expr = [], operand
         while True:
             call = self._bound(expr, "reshape")
@@ -66,7 +66,12 @@ class _Absorb(relax.PyExprMutator):
             return None
         if bias is not None and _static(bias) != [ws[1]]:
             return None
-        index = np.arange(xs[0] * ws[1]).reshape(xs[0], ws[1])
+        return x, w, bias, chain
+
+    @staticmethod
+    def _index(chain, n_keys: int, width: int) -> np.ndarray | None:
+        """The chain run on arange(N * M).reshape(N, M): where each element of X @ W ends up."""
+        index = np.arange(n_keys * width).reshape(n_keys, width)
         for call in reversed(chain):
             if call.op.same_as(_OPS["reshape"]):
                 shape = _static(call)
@@ -76,7 +81,7 @@ class _Absorb(relax.PyExprMutator):
             else:
                 axes = call.attrs.axes
                 index = index.transpose(None if axes is None else [int(a) for a in axes])
-        return x, w, bias, index
+        return index
 
     def _few_queries(self, rows, head_dim: int) -> bool:
         bound = self.bounds.const_int_bound(rows)
@@ -91,21 +96,23 @@ class _Absorb(relax.PyExprMutator):
         lhs_dims, out_dims = _dims(lhs), _dims(call)
         if found is None or lhs_dims is None or out_dims is None or len(lhs_dims) < 3:
             return call
-        x, w, bias, index = found
+        x, w, bias, chain = found
         (n_keys, channels), width = _static(x), _static(w)[1]
         *lead, heads, rows, _ = lhs_dims
-        if any(not isinstance(d, tvm.tirx.IntImm) or int(d) != 1 for d in lead) or not isinstance(heads, tvm.tirx.IntImm):
+        static = all(isinstance(d, tvm.tirx.IntImm) for d in (*lead, heads))
+        if not static or any(int(d) != 1 for d in lead) or width % int(heads):
             return call
         heads = int(heads)
-        if width % heads:
-            return call
         head_dim = width // heads
+        if not self._few_queries(rows, head_dim):
+            return call
+        index = self._index(chain, n_keys, width)
+        if index is None:
+            return call
         split = np.arange(n_keys * width).reshape(n_keys, heads, head_dim)
         lead_ones = (1,) * len(lead)
         keys = split.transpose(1, 2, 0).reshape(lead_ones + (heads, head_dim, n_keys))
         values = split.transpose(1, 0, 2).reshape(lead_ones + (heads, n_keys, head_dim))
-        if not self._few_queries(rows, head_dim):
-            return call
         emit, op = self.builder_.emit, relax.op
         hn = heads * rows
         if index.shape == keys.shape and np.array_equal(index, keys):
