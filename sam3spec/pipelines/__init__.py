@@ -37,6 +37,18 @@ def static_shape(expr, skip: int = 0) -> list[int] | None:
         return None
 
 
+def shape_of(expr) -> list | None:
+    """A Relax expression's shape as a list of PrimExprs (symbolic sizes included), or None where it is unknown."""
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    return list(shape.values) if isinstance(shape, relax.ShapeExpr) else None
+
+
+def bound_call(mutator: relax.PyExprMutator, expr, op: tvm.ir.Op):
+    """The call that `expr` (a dataflow var) is bound to when it calls `op`, else None."""
+    call = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+    return call if isinstance(call, relax.Call) and call.op.same_as(op) else None
+
+
 def plain_conv2d(attrs, kernel_layout: str) -> bool:
     """NCHW in and out, the given kernel layout, one group, no padding, no dilation."""
     return (attrs.data_layout == "NCHW" and attrs.kernel_layout == kernel_layout and attrs.out_layout == "NCHW"

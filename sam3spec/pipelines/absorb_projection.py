@@ -17,20 +17,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from sam3spec.pipelines import bound_call, shape_of, static_shape
+
 _OPS = {name: tvm.ir.Op.get(f"relax.{name}") for name in ("matmul", "add", "reshape", "permute_dims")}
-
-
-def _static(expr) -> list[int] | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    if not isinstance(shape, relax.ShapeExpr):
-        return None
-    dims = list(shape.values)
-    return [int(d) for d in dims] if all(isinstance(d, tvm.tirx.IntImm) for d in dims) else None
-
-
-def _dims(expr) -> list | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    return list(shape.values) if isinstance(shape, relax.ShapeExpr) else None
 
 
 @relax.expr_functor.mutator
@@ -38,8 +27,7 @@ class _Absorb(relax.PyExprMutator):
     bounds: tvm.sym.Analyzer | None = None
 
     def _bound(self, expr, op: str):
-        call = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-        return call if isinstance(call, relax.Call) and call.op.same_as(_OPS[op]) else None
+        return bound_call(self, expr, _OPS[op])
 
     def _projection(self, operand):
         """(X, W, bias or None, chain) when `operand` is reshapes/transposes (`chain`, outermost first) of
@@ -61,10 +49,10 @@ class _Absorb(relax.PyExprMutator):
         if matmul is None or not chain:
             return None
         x, w = matmul.args
-        xs, ws, out = _static(x), _static(w), _static(operand)
+        xs, ws, out = static_shape(x), static_shape(w), static_shape(operand)
         if xs is None or ws is None or out is None or len(xs) != 2 or len(ws) != 2 or xs[1] != ws[0]:
             return None
-        if bias is not None and _static(bias) != [ws[1]]:
+        if bias is not None and static_shape(bias) != [ws[1]]:
             return None
         return x, w, bias, chain
 
@@ -74,7 +62,7 @@ class _Absorb(relax.PyExprMutator):
         index = np.arange(n_keys * width).reshape(n_keys, width)
         for call in reversed(chain):
             if call.op.same_as(_OPS["reshape"]):
-                shape = _static(call)
+                shape = static_shape(call)
                 if shape is None:
                     return None
                 index = index.reshape(shape)
@@ -93,11 +81,11 @@ class _Absorb(relax.PyExprMutator):
             return call
         lhs, rhs = call.args
         found = self._projection(rhs)
-        lhs_dims, out_dims = _dims(lhs), _dims(call)
+        lhs_dims, out_dims = shape_of(lhs), shape_of(call)
         if found is None or lhs_dims is None or out_dims is None or len(lhs_dims) < 3:
             return call
         x, w, bias, chain = found
-        (n_keys, channels), width = _static(x), _static(w)[1]
+        (n_keys, channels), width = static_shape(x), static_shape(w)[1]
         *lead, heads, rows, _ = lhs_dims
         static = all(isinstance(d, tvm.tirx.IntImm) for d in (*lead, heads))
         if not static or any(int(d) != 1 for d in lead) or width % int(heads):

@@ -12,7 +12,7 @@ import tvm
 from tvm import relax, te, topi
 from tvm.s_tir import Schedule
 
-from sam3spec.pipelines import rewrite_pass, static_shape
+from sam3spec.pipelines import bound_call, rewrite_pass, static_shape
 
 ROWS = 24           # query rows per block (a multiple of ROW_TILE)
 ROW_TILE = 6        # register tile rows
@@ -66,8 +66,7 @@ def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, bias: te.T
 
 
 def _bound(mutator, expr, op: str):
-    call = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-    return call if isinstance(call, relax.Call) and call.op.same_as(_OPS[op]) else None
+    return bound_call(mutator, expr, _OPS[op])
 
 
 def match(mutator: relax.PyExprMutator, call):

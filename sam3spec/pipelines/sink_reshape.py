@@ -15,19 +15,13 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from sam3spec.pipelines import rewrite_pass
+from sam3spec.pipelines import rewrite_pass, shape_of
 
 _RESHAPE = tvm.ir.Op.get("relax.reshape")
 _UNARY = {tvm.ir.Op.get(f"relax.{name}") for name in (
     "nn.gelu", "nn.gelu_tanh", "nn.relu", "nn.silu", "sigmoid", "tanh", "exp", "erf", "sqrt", "rsqrt", "negative",
     "astype")}
 _BINARY = {tvm.ir.Op.get(f"relax.{name}") for name in ("add", "subtract", "multiply", "divide")}
-
-
-def _shape(expr) -> list | None:
-    """An expression's shape as a list of PrimExprs (symbolic sizes included), or None where it is unknown."""
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    return list(shape) if isinstance(shape, relax.ShapeExpr) else None
 
 
 def _same(a: list | None, b: list | None) -> bool:
@@ -44,7 +38,7 @@ class _SinkReshape(relax.PyExprMutator):
             bound = self.lookup_binding(bound)
         if not (isinstance(bound, relax.Call) and bound.op.same_as(_RESHAPE)):
             return None
-        inner, outer = _shape(bound.args[0]), _shape(bound)
+        inner, outer = shape_of(bound.args[0]), shape_of(bound)
         return (bound.args[0], outer) if inner is not None and outer is not None else None
 
     def _reshape(self, expr, shape: list):
@@ -52,12 +46,12 @@ class _SinkReshape(relax.PyExprMutator):
         source = self._reshaped(expr)
         if source is not None:
             expr = source[0]
-        return expr if _same(_shape(expr), shape) else relax.op.reshape(expr, shape)
+        return expr if _same(shape_of(expr), shape) else relax.op.reshape(expr, shape)
 
     def visit_call_(self, call):  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
         if call.op.same_as(_RESHAPE):
-            shape = _shape(call)
+            shape = shape_of(call)
             return call if shape is None else self._reshape(call.args[0], shape)
         if call.op in _UNARY and len(call.args) == 1:
             source = self._reshaped(call.args[0])
@@ -67,11 +61,11 @@ class _SinkReshape(relax.PyExprMutator):
         if call.op in _BINARY:
             found = {side: self._reshaped(call.args[side]) for side in (1, 0)}
             sides = [side for side, source in found.items()
-                     if source is not None and _same(_shape(call.args[1 - side]), source[1])]
+                     if source is not None and _same(shape_of(call.args[1 - side]), source[1])]
             if sides:  # the operand reshaped from the fewest dims: a linear's rows rather than the map it adds to
-                side = min(sides, key=lambda s: len(_shape(found[s][0])))
+                side = min(sides, key=lambda s: len(shape_of(found[s][0])))
                 x, shape = found[side]
-                args = [x, self.builder_.emit(self._reshape(call.args[1 - side], _shape(x)))][::1 if side == 0 else -1]
+                args = [x, self.builder_.emit(self._reshape(call.args[1 - side], shape_of(x)))][::1 if side == 0 else -1]
                 inner = self.builder_.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
                 return self._reshape(inner, shape)
         return call

@@ -1,5 +1,5 @@
-"""The CPU Relax pipeline: input-free values folded, attention fusion, weight packing, fast math, library dispatch, legalize + FuseOps/FuseTIR,
-dataflow lowering, tuning records, the schedule pass, finalize."""
+"""The CPU Relax pipeline: input-free values folded, attention fusion, weight packing, fast math, library
+dispatch, legalize + FuseOps/FuseTIR, dataflow lowering, tuning records, the schedule pass, finalize."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from tvm import relax
 from tvm.ir import IRModule
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic_pipeline
 
-from sam3spec.pipelines import absorb_projection, attention, dataflow_lower_passes, host_noalias, input_free, prepack, records as records_step
+from sam3spec.pipelines import (
+    absorb_projection, attention, dataflow_lower_passes, host_noalias, input_free, prepack, records as records_step,
+)
 from sam3spec.pipelines.cpu import function_rules, winograd
 from sam3spec.pipelines.cpu.config import TileConfig
 from sam3spec.pipelines.cpu.legalize import (
