@@ -30,7 +30,14 @@ def packed_matmul(x: te.Tensor, wp: te.Tensor) -> te.Tensor:
         j = idx[-1]
         return te.sum(x[(*idx[:-1], rk)] * wp[j // col, rk, j % col], axis=rk)
 
-    return te.compute((*x.shape[:-1], n), _sum, name="matmul_packed")
+    rows = x.shape[:-1]
+    if all(isinstance(d, tvm.tirx.IntImm) for d in rows):
+        return te.compute((*rows, n), _sum, name="matmul_packed")
+    # symbolic rows: panels as an axis of their own, so every read is a plain index and the CPU rules can pad
+    # the rows to whole register tiles (pad_einsum takes einsums only); the flat result is a view of it
+    panels = te.compute((*rows, wp.shape[0], col),
+                        lambda *i: te.sum(x[(*i[:-2], rk)] * wp[i[-2], rk, i[-1]], axis=rk), name="matmul_packed")
+    return te.compute((*rows, n), lambda *i: panels[(*i[:-1], i[-1] // col, i[-1] % col)], name="matmul_flat")
 
 
 @relax.expr_functor.mutator
