@@ -37,4 +37,27 @@ def cuda_wmma_dynamic():
                                              mutator_probs="cuda-tensorcore")
 
 
-SPACES = {"cuda-wmma-dynamic": cuda_wmma_dynamic}
+def cpu_compact():
+    """MetaSchedule's default LLVM rules with innermost tiles of at most 16 and explicit unrolling of at most 64
+    steps: with its defaults (64, 512) one candidate of SAM's transposed convolution took over 3 minutes in LLVM
+    on a 2-core machine, so a round of 16 candidates never finished."""
+    from tvm.s_tir import meta_schedule as ms
+
+    rules = [
+        ms.schedule_rule.ApplyCustomRule(),
+        ms.schedule_rule.InlineConstantScalars(),
+        ms.schedule_rule.AutoInline(into_producer=False, into_consumer=True, inline_const_tensor=True,
+                                    disallow_if_then_else=True, require_injective=True, require_ordered=True,
+                                    disallow_op=["tirx.exp"]),
+        ms.schedule_rule.AddRFactor(max_jobs_per_core=16, max_innermost_factor=16),
+        ms.schedule_rule.MultiLevelTiling(structure="SSRSRS", max_innermost_factor=16,
+                                          reuse_write=ms.schedule_rule.ReuseType(req="may", levels=[1, 2],
+                                                                                 scope="global")),
+        ms.schedule_rule.ParallelizeVectorizeUnroll(max_jobs_per_core=16, max_vectorize_extent=64,
+                                                    unroll_max_steps=[0, 16, 64], unroll_explicit=True),
+        ms.schedule_rule.RandomComputeLocation(),
+    ]
+    return ms.space_generator.PostOrderApply(sch_rules=rules, postprocs="llvm", mutator_probs="llvm")
+
+
+SPACES = {"cuda-wmma-dynamic": cuda_wmma_dynamic, "cpu-compact": cpu_compact}

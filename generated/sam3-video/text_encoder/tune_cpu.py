@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 TARGET = {'kind': 'llvm', 'mcpu': 'host', 'num-cores': 2}
 PIPELINE_OPTIONS = {'absorb_projections': True, 'winograd_conv': True}
-BUDGET = {'tasks': 4, 'trials': 32}
+BUDGET = {'tasks': 4, 'trials': 32, 'space': 'cpu-compact'}
 CONVERTERS = {'linear.default': 'sam3spec.converters.linear_2d:linear_2d',
               'cat.default': 'sam3spec.converters.cat_promote:cat_promote',
               'ne.Scalar': 'sam3spec.converters.bool_compare:ne_scalar',
