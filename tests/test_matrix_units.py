@@ -151,6 +151,26 @@ def test_tensor_core_tile_is_checked_and_chosen_by_shape():
     assert choose_tile(big[:1] + [tirx.IntImm("int32", 64)] * 2, async_copy=True) == NARROW
 
 
+def test_cp_async_tile_only_for_plain_aligned_operands():
+    """cp.async copies 16 bytes: a linear's operands qualify; a convolution's gather (the trunk's patch embedding:
+    misaligned address on an H100) and a K of 588 (3 x 14 x 14) do not, and get the register-staged tile."""
+    from tvm import topi
+
+    from sam3spec.pipelines.tensor_core import WIDE, WIDE_ASYNC, TensorCoreMatmul, async_copy_safe
+
+    linear = _batched(1, 5184, 1024, 1024)
+    assert async_copy_safe(linear) and not async_copy_safe(_batched(1, 5184, 1024, 588))
+    data = te.placeholder((1, 64, 72, 72), "float16", name="data")
+    kernel = te.placeholder((256, 64, 3, 3), "float16", name="kernel")
+    conv = topi.nn.conv2d_nchw(data, kernel, 1, 1, 1, out_dtype="float32")
+    assert not async_copy_safe(te.create_prim_func([data, kernel, conv]))
+    target = tvm.target.Target(CUDA)
+    for func, tile in ((linear, WIDE_ASYNC), (_batched(1, 5184, 1024, 588), WIDE)):
+        with tvm.transform.PassContext(config={"tirx.use_async_copy": True}):
+            sch = TensorCoreMatmul().apply(func, target, False)
+        assert ("software_pipeline_async_stages" in sch.mod.script()) == bool(tile.stages), tile
+
+
 def test_cpu_build_hides_the_gpu_from_constructors_only():
     from sam3spec.runtime.export import cpu_build
 

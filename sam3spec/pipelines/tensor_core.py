@@ -70,6 +70,22 @@ def choose_tile(sizes: list, async_copy: bool = False) -> Tile:
     return WIDE_ASYNC if async_copy else WIDE
 
 
+def async_copy_safe(func: tirx.PrimFunc) -> bool:
+    """Whether a cp.async tile may copy this matmul's operands: cp.async moves 16 bytes (8 float16) per thread,
+    so every block reads its buffers at plain indices (no convolution's im2col gather: the trunk's 14 x 14 patch
+    embedding raised cudaErrorMisalignedAddress on an H100, and the neck's convolutions made CUDA that nvcc
+    refused, make_longlong4 with 64-bit indices) and each buffer's last extent is a multiple of 8."""
+    sch = s_tir.Schedule(func)
+    for block in (sch.get(b) for b in sch.get_child_blocks(get_root_block(sch))):  # unscheduled: all at the root
+        for region in [*block.reads, *block.writes]:
+            last = region.source.shape[-1]
+            if not (isinstance(last, tirx.IntImm) and int(last) % 8 == 0):
+                return False
+        if not all(isinstance(r.min, (tirx.Var, tirx.IntImm)) for region in block.reads for r in region.region):
+            return False
+    return True
+
+
 def async_copy_on() -> bool:
     """Whether the current PassContext lowers staged copies to cp.async (the target's pass_config sets it)."""
     return bool(tvm.transform.PassContext.current().config.get(ASYNC_COPY, False))
@@ -151,7 +167,8 @@ class TensorCoreMatmul(GPUScheduleRule):
             return None
         for accumulate in ("float32", "float16"):
             try:
-                return self._schedule(func, accumulate, self.tile or choose_tile(sizes, async_copy_on()))
+                return self._schedule(func, accumulate,
+                                      self.tile or choose_tile(sizes, async_copy_on() and async_copy_safe(func)))
             except Exception:  # pylint: disable=broad-except
                 continue  # tensorize refused this accumulator: dlight's rule tries f32 then f16 likewise
         return None
