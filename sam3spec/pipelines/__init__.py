@@ -30,11 +30,10 @@ def dataflow_lower_passes(backend, target, dynamic_shapes: bool) -> list:
 
 def static_shape(expr, skip: int = 0) -> list[int] | None:
     """The shape of a Relax expression from axis `skip` on, or None where a size is symbolic or unknown."""
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    try:
-        return [int(d) for d in list(shape)[skip:]] if shape is not None else None
-    except (TypeError, ValueError):
+    dims = shape_of(expr)
+    if dims is None or not all(isinstance(d, tvm.tirx.IntImm) for d in dims[skip:]):
         return None
+    return [int(d) for d in dims[skip:]]
 
 
 def shape_of(expr) -> list | None:

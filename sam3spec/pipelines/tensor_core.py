@@ -165,10 +165,10 @@ class TensorCoreMatmul(GPUScheduleRule):
             return None
         if any(int(e) < self.min_extent for e in sizes if isinstance(e, tirx.IntImm)):
             return None
+        tile = self.tile or choose_tile(sizes, async_copy_on() and async_copy_safe(func))
         for accumulate in ("float32", "float16"):
             try:
-                return self._schedule(func, accumulate,
-                                      self.tile or choose_tile(sizes, async_copy_on() and async_copy_safe(func)))
+                return self._schedule(func, accumulate, tile)
             except Exception:  # pylint: disable=broad-except
                 continue  # tensorize refused this accumulator: dlight's rule tries f32 then f16 likewise
         return None
